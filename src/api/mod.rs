@@ -1,0 +1,252 @@
+//! The galleries API v2 over HTTP: the original product's "direct API" of a storage shard.
+//!
+//! Paths, methods and statuses are the original's (see `docs/api.md`). Bodies are read as
+//! JSON whatever their Content-Type, because the original's examples post with `curl --data`.
+//! Work that scales with the data (adds, deletes, updates, searches) runs on tokio's blocking
+//! pool so that it never stalls the reactor. Every error, including unknown paths, wrong
+//! methods and oversized bodies, is answered with the one body of [`Error`].
+
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value as Json};
+
+use crate::error::{Error, ErrorKind};
+use crate::search::parse::parse_query;
+use crate::store::{check_gallery_name, Engine};
+
+/// HTTP settings of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { max_body_bytes: 32 << 20 }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(kind = ?self.kind, "{}", self.message);
+        }
+        (status, axum::Json(json!({ "error": self }))).into_response()
+    }
+}
+
+type Reply = Result<Response, Error>;
+
+/// The request body as JSON (an empty body is `null`), whatever the Content-Type.
+struct JsonBody(Json);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::new(
+                    413,
+                    ErrorKind::BadParam,
+                    "the request body is larger than the server accepts (max_body_bytes)",
+                )
+                .with_param("body")
+            } else {
+                Error::malformed(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(Json::Null));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| Error::malformed(format!("the request body is not valid JSON: {e}")))
+    }
+}
+
+/// The `{name}` path segment, checked as a gallery name.
+struct GalleryName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for GalleryName {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::bad_param("name", format!("bad gallery name in the path: {e}")))?;
+        check_gallery_name(&name)?;
+        Ok(GalleryName(name))
+    }
+}
+
+/// Runs engine work on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("a request task failed: {e}")))?
+}
+
+fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+fn json_reply(body: Json) -> Response {
+    axum::Json(body).into_response()
+}
+
+async fn gallery_add(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
+    engine.create_gallery(&name)?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn gallery_delete(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
+    blocking(move || engine.delete_gallery(&name)).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+async fn gallery_get(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
+    let faces = engine.gallery_size(&name)?;
+    Ok(json_reply(json!({ "faces": faces })))
+}
+
+fn gallery_list_json(galleries: impl Iterator<Item = crate::store::GalleryInfo>) -> Response {
+    let results: Vec<Json> = galleries.map(|g| json!({ "name": g.name, "faces": g.faces })).collect();
+    json_reply(json!({ "results": results }))
+}
+
+async fn gallery_list(State(engine): State<Arc<Engine>>) -> Reply {
+    Ok(gallery_list_json(engine.list_galleries().into_iter()))
+}
+
+/// `GET /stat/list/{from}/{to}`: galleries number `from` to `to` (1-based) in name order.
+async fn stat_list(State(engine): State<Arc<Engine>>, Path((from, to)): Path<(String, String)>) -> Reply {
+    let position = |param: &str, text: &str| {
+        text.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+            Error::bad_param(
+                param,
+                format!("{param} must be a gallery number from 1 (galleries are numbered in name order)"),
+            )
+            .with_value(text)
+        })
+    };
+    let (from, to) = (position("from", &from)?, position("to", &to)?);
+    let galleries = engine.list_galleries().into_iter().skip(from - 1).take((to + 1).saturating_sub(from));
+    Ok(gallery_list_json(galleries))
+}
+
+async fn faces_add(
+    State(engine): State<Arc<Engine>>,
+    GalleryName(name): GalleryName,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    blocking(move || {
+        let faces = wire::new_faces(&body, engine.schema(), engine.config().facen_size)?;
+        engine.add_faces(&name, &faces)
+    })
+    .await?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn faces_delete(
+    State(engine): State<Arc<Engine>>,
+    GalleryName(name): GalleryName,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let ids = wire::face_ids(&body)?;
+    blocking(move || engine.delete_faces(&name, &ids)).await?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn faces_update(
+    State(engine): State<Arc<Engine>>,
+    GalleryName(name): GalleryName,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let reply = blocking(move || {
+        let updates = wire::face_updates(&body, engine.schema(), engine.config().facen_size)?;
+        let faces = engine.update_faces(&name, &updates)?;
+        let mut faces: Vec<Json> = faces.iter().map(|face| wire::face_json(face, None, engine.schema())).collect();
+        // One face: its dict, as the original answers; several: {"results": [...]}.
+        Ok(match (updates.len(), faces.pop()) {
+            (1, Some(face)) => face,
+            (_, last) => {
+                faces.extend(last);
+                json!({ "results": faces })
+            }
+        })
+    })
+    .await?;
+    Ok(json_reply(reply))
+}
+
+async fn faces_search(
+    State(engine): State<Arc<Engine>>,
+    GalleryName(name): GalleryName,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let body = blocking(move || {
+        let config = engine.config();
+        let query = parse_query(&body, engine.schema(), config.facen_size, config.max_search_limit)?;
+        let hits = engine.search(&name, &query)?;
+        Ok(wire::hits_json(&hits, engine.schema()))
+    })
+    .await?;
+    let mut response = json_reply(body);
+    response.headers_mut().insert("x-search-stat", HeaderValue::from_static("without_index"));
+    Ok(response)
+}
+
+async fn unknown_path(uri: Uri) -> Error {
+    let path = uri.path();
+    let gallery_path = ["/v2/galleries/", "/v2/faces/"].iter().any(|p| path.starts_with(p));
+    if gallery_path && path.ends_with('/') && path.matches('/').count() == 4 {
+        return Error::bad_param("name", "the gallery name in the path is empty").with_value("");
+    }
+    Error::new(404, ErrorKind::NotFound, format!("no such endpoint: {path}")).with_param("path").with_value(path)
+}
+
+async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
+    let error = Error::new(405, ErrorKind::MalformedRequest, format!("{method} is not allowed on {}", uri.path()))
+        .with_param("method")
+        .with_value(method.as_str());
+    let mut response = error.into_response();
+    let path = uri.path();
+    let allow = if path.starts_with("/stat/") {
+        "GET"
+    } else if path.starts_with("/v2/galleries/get/") || path == "/v2/galleries/list" {
+        "GET, POST"
+    } else {
+        "POST"
+    };
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The API's routes over an engine.
+pub fn router(engine: Arc<Engine>, config: &ApiConfig) -> Router {
+    Router::new()
+        .route("/v2/galleries/add/{name}", post(gallery_add))
+        .route("/v2/galleries/delete/{name}", post(gallery_delete))
+        .route("/v2/galleries/get/{name}", post(gallery_get).get(gallery_get))
+        .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
+        .route("/stat/list/{from}/{to}", get(stat_list))
+        .route("/v2/faces/add/{name}", post(faces_add))
+        .route("/v2/faces/delete/{name}", post(faces_delete))
+        .route("/v2/faces/update/{name}", post(faces_update))
+        .route("/v2/faces/search/{name}", post(faces_search))
+        .route("/v2/{name}/search", post(faces_search))
+        .fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(engine)
+}

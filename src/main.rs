@@ -1,0 +1,82 @@
+//! The `facedb` command line: a thin layer over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use facedb::config::ServeSettings;
+
+#[derive(Parser)]
+#[command(name = "facedb", version, about = "A dedicated biometric vector database")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the single-node database: the galleries API v2 over HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// YAML file with the same settings (listen, data_dir, schema, facen_size, max_body_bytes,
+    /// max_search_limit); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:18411].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Directory for the database's files [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Metadata schema (YAML) [default: the embedded schema/findface-default.yaml].
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// float32 components per feature vector [default: 128].
+    #[arg(long, value_name = "N")]
+    facen_size: Option<usize>,
+    /// Largest request body accepted, in bytes [default: 33554432].
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Largest search `limit` accepted [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_search_limit: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("facedb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ServeSettings::from_yaml_file(path).map_err(anyhow::Error::msg)?,
+        None => ServeSettings::default(),
+    };
+    let flags = ServeSettings {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        schema: args.schema,
+        facen_size: args.facen_size,
+        max_body_bytes: args.max_body_bytes,
+        max_search_limit: args.max_search_limit,
+    };
+    let config = flags.over(file).resolve().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(facedb::server::serve(config))
+}

@@ -1,0 +1,106 @@
+//! A chunk: a few thousand faces stored column by column.
+//!
+//! Vectors of a chunk lie in one contiguous row-major buffer so that a scan streams through
+//! memory; beside them are the ids, each vector's inverse norm (for cosine scores) and one
+//! metadata [`Column`] per schema field. A chunk is small enough (about 4 MiB of vectors) that
+//! copying it is cheap, which is what lets a gallery share chunks with running searches and
+//! copy one only when a write touches it (see `gallery.rs`).
+
+use crate::facen;
+use crate::schema::{MetaValue, Schema};
+use crate::store::column::Column;
+
+/// A face as the engine stores it: metadata in schema field order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    pub id: u64,
+    pub vector: Vec<f32>,
+    pub meta: Vec<MetaValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    dim: usize,
+    pub(crate) ids: Vec<u64>,
+    vectors: Vec<f32>,
+    inverse_norms: Vec<f64>,
+    pub(crate) columns: Vec<Column>,
+}
+
+impl Chunk {
+    pub fn new(schema: &Schema, dim: usize, capacity: usize) -> Chunk {
+        Chunk {
+            dim,
+            ids: Vec::with_capacity(capacity),
+            vectors: Vec::with_capacity(capacity * dim),
+            inverse_norms: Vec::with_capacity(capacity),
+            columns: schema.fields().iter().map(|f| Column::new(f.field_type)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn id(&self, row: usize) -> u64 {
+        self.ids[row]
+    }
+
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.vectors[row * self.dim..(row + 1) * self.dim]
+    }
+
+    pub fn inverse_norm(&self, row: usize) -> f64 {
+        self.inverse_norms[row]
+    }
+
+    /// Appends a face and returns its row.
+    pub fn push(&mut self, face: &Face) -> usize {
+        debug_assert_eq!(face.vector.len(), self.dim);
+        self.ids.push(face.id);
+        self.vectors.extend_from_slice(&face.vector);
+        self.inverse_norms.push(facen::inverse_norm(&face.vector));
+        for (column, value) in self.columns.iter_mut().zip(&face.meta) {
+            column.push(value);
+        }
+        self.ids.len() - 1
+    }
+
+    pub fn set_vector(&mut self, row: usize, vector: &[f32]) {
+        self.vectors[row * self.dim..(row + 1) * self.dim].copy_from_slice(vector);
+        self.inverse_norms[row] = facen::inverse_norm(vector);
+    }
+
+    pub fn set_meta(&mut self, row: usize, field: usize, value: &MetaValue) {
+        self.columns[field].set(row, value);
+    }
+
+    /// Removes `row`; the last row moves into its place. Returns the id of the face that moved,
+    /// if one did.
+    pub fn swap_remove(&mut self, row: usize) -> Option<u64> {
+        let last = self.ids.len() - 1;
+        self.ids.swap_remove(row);
+        self.inverse_norms.swap_remove(row);
+        if row != last {
+            self.vectors.copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
+        }
+        self.vectors.truncate(last * self.dim);
+        for column in &mut self.columns {
+            column.swap_remove(row);
+        }
+        (row != last).then(|| self.ids[row])
+    }
+
+    /// The whole face at `row`.
+    pub fn face(&self, row: usize) -> Face {
+        Face {
+            id: self.ids[row],
+            vector: self.vector(row).to_vec(),
+            meta: self.columns.iter().map(|c| c.get(row)).collect(),
+        }
+    }
+}
