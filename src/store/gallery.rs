@@ -88,6 +88,13 @@ impl Gallery {
 
     /// Adds all faces or none: an id already stored, or twice in the batch, is a conflict.
     pub fn add(&mut self, faces: &[Face]) -> Result<()> {
+        self.check_add(faces)?;
+        self.insert(faces);
+        Ok(())
+    }
+
+    /// Whether `faces` can be added: no id already stored or twice in the batch.
+    pub fn check_add(&self, faces: &[Face]) -> Result<()> {
         let mut seen = HashSet::with_capacity(faces.len());
         for face in faces {
             if self.locations.contains_key(&face.id) {
@@ -101,6 +108,11 @@ impl Gallery {
                     .with_value(face.id));
             }
         }
+        Ok(())
+    }
+
+    /// Adds faces that [`check_add`](Self::check_add) accepted.
+    pub fn insert(&mut self, faces: &[Face]) {
         self.locations.reserve(faces.len());
         for face in faces {
             let chunk_index = self.chunk_with_room();
@@ -111,7 +123,6 @@ impl Gallery {
             }
             self.locations.insert(face.id, Location { chunk: chunk_index, row });
         }
-        Ok(())
     }
 
     fn chunk_with_room(&mut self) -> u32 {
@@ -127,9 +138,20 @@ impl Gallery {
     /// Deletes all the faces or none: one missing id is `NOT_FOUND` and nothing is deleted.
     /// An id given twice is deleted once.
     pub fn delete(&mut self, ids: &[u64]) -> Result<()> {
-        if let Some(&missing) = ids.iter().find(|id| !self.locations.contains_key(id)) {
-            return Err(Error::face_not_found(missing));
+        self.check_delete(ids)?;
+        self.remove(ids);
+        Ok(())
+    }
+
+    pub fn check_delete(&self, ids: &[u64]) -> Result<()> {
+        match ids.iter().find(|id| !self.locations.contains_key(id)) {
+            Some(&missing) => Err(Error::face_not_found(missing)),
+            None => Ok(()),
         }
+    }
+
+    /// Removes the faces of these ids that are stored.
+    pub fn remove(&mut self, ids: &[u64]) {
         for id in ids {
             let Some(at) = self.locations.remove(id) else { continue };
             let chunk = Arc::make_mut(&mut self.chunks[at.chunk as usize]);
@@ -138,11 +160,16 @@ impl Gallery {
             }
             self.with_room.insert(at.chunk);
         }
-        Ok(())
     }
 
     /// Applies all updates or none, and returns the updated faces in request order.
     pub fn update(&mut self, updates: &[FaceUpdate]) -> Result<Vec<Face>> {
+        self.check_update(updates)?;
+        Ok(self.apply(updates))
+    }
+
+    /// Whether every face exists and none is named twice.
+    pub fn check_update(&self, updates: &[FaceUpdate]) -> Result<()> {
         let mut seen = HashSet::with_capacity(updates.len());
         for update in updates {
             if !self.locations.contains_key(&update.id) {
@@ -153,9 +180,15 @@ impl Gallery {
                     .with_value(update.id));
             }
         }
+        Ok(())
+    }
+
+    /// Applies updates that [`check_update`](Self::check_update) accepted; returns the faces
+    /// as they are now.
+    pub fn apply(&mut self, updates: &[FaceUpdate]) -> Vec<Face> {
         let mut updated = Vec::with_capacity(updates.len());
         for update in updates {
-            let at = self.locations[&update.id];
+            let Some(at) = self.locate(update.id) else { continue };
             let chunk = Arc::make_mut(&mut self.chunks[at.chunk as usize]);
             if let Some(vector) = &update.vector {
                 chunk.set_vector(at.row as usize, vector);
@@ -165,7 +198,7 @@ impl Gallery {
             }
             updated.push(chunk.face(at.row as usize));
         }
-        Ok(updated)
+        updated
     }
 }
 

@@ -1,10 +1,17 @@
 //! The storage engine of a shard: named galleries of faces held in memory.
 //!
-//! [`Engine`] is what the HTTP API and the bench harness call. It owns the galleries, each
-//! behind its own lock, and the schema and facen size every gallery shares. Gallery-level
-//! operations (create, delete, list) take the engine's map lock; face operations take only
-//! their gallery's lock, and searches hold even that just long enough to take a snapshot
-//! (see `gallery.rs`). Data lives in memory only; durability comes with the write-ahead log.
+//! [`Engine`] is what the HTTP API and the bench harness call. It owns the galleries and the
+//! schema and facen size every gallery shares. Gallery-level operations (create, delete,
+//! list) take the engine's map lock; face operations take only their gallery's locks:
+//!
+//! - a **writer mutex** that serialises the writes to one gallery, so that a batch checked
+//!   whole (every id free, every id present) stays valid while it is applied;
+//! - the gallery's **RwLock**, which a write takes for one slice of [`WRITE_SLICE`] faces at a
+//!   time and a search only long enough to take a snapshot (see `gallery.rs`). A large batch
+//!   thus never keeps searches waiting for more than one slice. A search may see a batch
+//!   partly applied, never a batch that is then refused.
+//!
+//! Data lives in memory only; durability comes with the write-ahead log.
 
 pub mod chunk;
 pub mod column;
@@ -13,7 +20,7 @@ pub mod gallery;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::schema::Schema;
@@ -56,10 +63,19 @@ pub fn check_gallery_name(name: &str) -> Result<()> {
     }
 }
 
+/// Faces a write applies under one hold of the gallery's write lock.
+pub const WRITE_SLICE: usize = 1024;
+
+/// A gallery and its locks.
+struct GalleryHandle {
+    writer: Mutex<()>,
+    state: RwLock<Gallery>,
+}
+
 pub struct Engine {
     schema: Arc<Schema>,
     config: EngineConfig,
-    galleries: RwLock<BTreeMap<String, Arc<RwLock<Gallery>>>>,
+    galleries: RwLock<BTreeMap<String, Arc<GalleryHandle>>>,
 }
 
 impl Engine {
@@ -75,7 +91,7 @@ impl Engine {
         &self.config
     }
 
-    fn gallery(&self, name: &str) -> Result<Arc<RwLock<Gallery>>> {
+    fn gallery(&self, name: &str) -> Result<Arc<GalleryHandle>> {
         check_gallery_name(name)?;
         self.galleries.read().get(name).cloned().ok_or_else(|| Error::gallery_not_found(name))
     }
@@ -87,7 +103,8 @@ impl Engine {
             return Err(Error::conflict("gallery already exists").with_param("name").with_value(name));
         }
         let gallery = Gallery::new(self.schema.clone(), self.config.facen_size);
-        galleries.insert(name.to_owned(), Arc::new(RwLock::new(gallery)));
+        let handle = GalleryHandle { writer: Mutex::new(()), state: RwLock::new(gallery) };
+        galleries.insert(name.to_owned(), Arc::new(handle));
         Ok(())
     }
 
@@ -101,40 +118,59 @@ impl Engine {
 
     /// The number of faces in a gallery.
     pub fn gallery_size(&self, name: &str) -> Result<usize> {
-        Ok(self.gallery(name)?.read().len())
+        Ok(self.gallery(name)?.state.read().len())
     }
 
     /// All galleries in name order.
     pub fn list_galleries(&self) -> Vec<GalleryInfo> {
-        let galleries: Vec<(String, Arc<RwLock<Gallery>>)> =
+        let galleries: Vec<(String, Arc<GalleryHandle>)> =
             self.galleries.read().iter().map(|(name, g)| (name.clone(), g.clone())).collect();
-        galleries.into_iter().map(|(name, g)| GalleryInfo { name, faces: g.read().len() }).collect()
+        galleries.into_iter().map(|(name, g)| GalleryInfo { name, faces: g.state.read().len() }).collect()
     }
 
     /// Adds faces, all or none. Vectors must have `facen_size` components and meta one
     /// value per schema field, of its type (the wire layer builds them so).
     pub fn add_faces(&self, name: &str, faces: &[Face]) -> Result<()> {
         let gallery = self.gallery(name)?;
-        let mut gallery = gallery.write();
-        gallery.add(faces)
+        let _writer = gallery.writer.lock();
+        gallery.state.read().check_add(faces)?;
+        for slice in faces.chunks(WRITE_SLICE) {
+            gallery.state.write().insert(slice);
+        }
+        Ok(())
     }
 
+    /// Deletes faces, all or none (an id given twice is deleted once).
     pub fn delete_faces(&self, name: &str, ids: &[u64]) -> Result<()> {
-        self.gallery(name)?.write().delete(ids)
+        let gallery = self.gallery(name)?;
+        let _writer = gallery.writer.lock();
+        gallery.state.read().check_delete(ids)?;
+        for slice in ids.chunks(WRITE_SLICE) {
+            gallery.state.write().remove(slice);
+        }
+        Ok(())
     }
 
+    /// Updates faces, all or none; returns them as they are now, in request order.
     pub fn update_faces(&self, name: &str, updates: &[FaceUpdate]) -> Result<Vec<Face>> {
-        self.gallery(name)?.write().update(updates)
+        let gallery = self.gallery(name)?;
+        let _writer = gallery.writer.lock();
+        gallery.state.read().check_update(updates)?;
+        let mut faces = Vec::with_capacity(updates.len());
+        for slice in updates.chunks(WRITE_SLICE) {
+            faces.extend(gallery.state.write().apply(slice));
+        }
+        Ok(faces)
     }
 
     pub fn get_face(&self, name: &str, id: u64) -> Result<Face> {
-        self.gallery(name)?.read().get(id).ok_or_else(|| Error::face_not_found(id))
+        self.gallery(name)?.state.read().get(id).ok_or_else(|| Error::face_not_found(id))
     }
 
     pub fn search(&self, name: &str, query: &Query) -> Result<Vec<Hit>> {
         let gallery = self.gallery(name)?;
         let (snapshot, candidates) = {
-            let gallery = gallery.read();
+            let gallery = gallery.state.read();
             // An id `set` smaller than the gallery: look the faces up instead of scanning.
             let candidates = query.id_set().filter(|ids| ids.len() < gallery.len()).map(|ids| {
                 let mut found: Vec<(u32, u32)> =
