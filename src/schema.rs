@@ -174,7 +174,10 @@ fn parse_field(entry: &Yaml) -> Result<Field, String> {
     let map = entry.as_mapping().ok_or("is not a mapping with id, name, field_type, default")?;
     let name = match map.get("name") {
         Some(Yaml::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(format!("has a bad name {other:?}: expected a non-empty string")),
+        Some(other) => {
+            let shown = serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}"));
+            return Err(format!("has a bad name {shown}: expected a non-empty string"));
+        }
         None => return Err("has no name".to_owned()),
     };
     let with_name = |msg: String| format!("({name:?}) {msg}");
@@ -202,8 +205,10 @@ fn parse_field(entry: &Yaml) -> Result<Field, String> {
     })?;
     let default = match map.get("default") {
         None | Some(Yaml::Null) => empty_value(field_type),
-        Some(value) => parse_default(field_type, value)
-            .ok_or_else(|| with_name(format!("has a default {value:?} that is not a valid {}", field_type.name())))?,
+        Some(value) => parse_default(field_type, value).ok_or_else(|| {
+            let shown = serde_json::to_string(value).unwrap_or_else(|_| format!("{value:?}"));
+            with_name(format!("has a default {shown} that is not a valid {}", field_type.name()))
+        })?,
     };
     Ok(Field { id, name, field_type, default })
 }
@@ -273,7 +278,7 @@ mod tests {
         assert!(err.contains("\"age\"") && err.contains("unknown field_type \"int32\""), "{err}");
         let bad_default = "- {id: 1, name: age, field_type: unsigned, default: '-3'}\n";
         let err = Schema::from_yaml(bad_default, "s.yaml").unwrap_err();
-        assert!(err.contains("\"age\"") && err.contains("not a valid unsigned"), "{err}");
+        assert!(err.contains("\"age\"") && err.contains("has a default \"-3\" that is not a valid unsigned"), "{err}");
         let dup_id = "- {id: 1, name: a, field_type: string}\n- {id: 1, name: b, field_type: string}\n";
         assert!(Schema::from_yaml(dup_id, "s.yaml").unwrap_err().contains("id 1 is already used by field \"a\""));
     }
