@@ -102,7 +102,7 @@ impl Column {
         }
     }
 
-    /// Appends a row. The value has the column's type: the wire layer checked it against the
+    /// Appends a row. The value has the column's type: the gallery checked it against the
     /// schema, so a mismatch is a bug and panics.
     pub fn push(&mut self, value: &MetaValue) {
         match (self, value) {

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::schema::{MetaValue, Schema};
+use crate::schema::{FieldType, MetaValue, Schema};
 use crate::store::chunk::{Chunk, Face};
 
 /// Where a face is: chunk and row.
@@ -93,10 +93,26 @@ impl Gallery {
         Ok(())
     }
 
-    /// Whether `faces` can be added: no id already stored or twice in the batch.
+    /// Whether `faces` can be added: well-formed, no id already stored or twice in the batch.
     pub fn check_add(&self, faces: &[Face]) -> Result<()> {
         let mut seen = HashSet::with_capacity(faces.len());
         for face in faces {
+            self.check_vector(face.id, &face.vector)?;
+            if face.meta.len() != self.schema.fields().len() {
+                return Err(Error::bad_param(
+                    "meta",
+                    format!(
+                        "face {}: {} meta values for {} schema fields",
+                        face.id,
+                        face.meta.len(),
+                        self.schema.fields().len()
+                    ),
+                )
+                .with_value(face.id));
+            }
+            for (position, value) in face.meta.iter().enumerate() {
+                self.check_meta(face.id, position, value)?;
+            }
             if self.locations.contains_key(&face.id) {
                 return Err(Error::conflict(format!("face {} already exists", face.id))
                     .with_param("id")
@@ -123,6 +139,36 @@ impl Gallery {
             }
             self.locations.insert(face.id, Location { chunk: chunk_index, row });
         }
+    }
+
+    /// The wire layer builds faces that pass these checks; they guard the library API.
+    fn check_vector(&self, id: u64, vector: &[f32]) -> Result<()> {
+        if vector.len() != self.dim || vector.iter().any(|x| !x.is_finite()) {
+            return Err(Error::bad_param(
+                "facen",
+                format!("face {id}: a facen is {} finite float32 values, got {}", self.dim, vector.len()),
+            )
+            .with_value(id));
+        }
+        Ok(())
+    }
+
+    fn check_meta(&self, id: u64, position: usize, value: &MetaValue) -> Result<()> {
+        let field = self.schema.fields().get(position);
+        let fits = field.is_some_and(|field| {
+            matches!(
+                (field.field_type, value),
+                (FieldType::String, MetaValue::String(_))
+                    | (FieldType::Unsigned, MetaValue::Unsigned(_))
+                    | (FieldType::StringSet, MetaValue::StringSet(_))
+                    | (FieldType::UnsignedSet, MetaValue::UnsignedSet(_))
+            )
+        });
+        if fits {
+            return Ok(());
+        }
+        let param = field.map_or_else(|| format!("meta[{position}]"), |f| format!("meta.{}", f.name));
+        Err(Error::bad_param(param, format!("face {id}: {value:?} does not fit the schema field")).with_value(id))
     }
 
     fn chunk_with_room(&mut self) -> u32 {
@@ -168,10 +214,16 @@ impl Gallery {
         Ok(self.apply(updates))
     }
 
-    /// Whether every face exists and none is named twice.
+    /// Whether every face exists, none is named twice, and the new values fit.
     pub fn check_update(&self, updates: &[FaceUpdate]) -> Result<()> {
         let mut seen = HashSet::with_capacity(updates.len());
         for update in updates {
+            if let Some(vector) = &update.vector {
+                self.check_vector(update.id, vector)?;
+            }
+            for (position, value) in &update.meta {
+                self.check_meta(update.id, *position, value)?;
+            }
             if !self.locations.contains_key(&update.id) {
                 return Err(Error::face_not_found(update.id));
             }
@@ -239,6 +291,12 @@ mod tests {
         assert_eq!(gallery.add(&[face(3), face(1)]).unwrap_err().code, 409);
         assert_eq!(gallery.add(&[face(4), face(4)]).unwrap_err().code, 409);
         assert_eq!(gallery.delete(&[1, 7]).unwrap_err().code, 404);
+        let short = Face { id: 5, vector: vec![1.0], meta: face(5).meta };
+        assert_eq!(gallery.add(&[short]).unwrap_err().param.as_deref(), Some("facen"));
+        let mistyped = Face { id: 6, vector: vec![1.0, 2.0], meta: vec![MetaValue::Unsigned(3)] };
+        assert_eq!(gallery.add(&[mistyped]).unwrap_err().param.as_deref(), Some("meta.cam"));
+        let update = FaceUpdate { id: 1, vector: None, meta: vec![(0, MetaValue::Unsigned(1))] };
+        assert_eq!(gallery.update(&[update]).unwrap_err().param.as_deref(), Some("meta.cam"));
         let update = FaceUpdate { id: 9, vector: None, meta: vec![] };
         assert_eq!(gallery.update(&[update]).unwrap_err().code, 404);
         assert_eq!(gallery.len(), 2);
