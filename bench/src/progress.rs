@@ -1,49 +1,48 @@
-//! A progress line on stderr for long loads.
+//! Progress bars on stderr (`indicatif`) for anything that takes more than a moment.
 //!
-//! On a terminal the line is redrawn in place after every batch; otherwise (a log file, CI)
-//! one line is written per tenth of the work, so that the log stays short.
+//! On a terminal a bar is drawn and cleared when done; when stderr is not a terminal (a log
+//! file, CI) indicatif draws nothing, so long phases also announce themselves with one line
+//! when they start. A [`Progress`] may be shared by worker threads: `inc` takes `&self`.
 
-use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
-    what: String,
-    total: usize,
-    started: Instant,
-    tty: bool,
-    last_tenth: usize,
+    bar: ProgressBar,
 }
 
 impl Progress {
+    /// A bar for `total` units of work described by `what`.
     pub fn new(what: impl Into<String>, total: usize) -> Progress {
-        Progress {
-            what: what.into(),
-            total: total.max(1),
-            started: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-            last_tenth: 0,
+        let what = what.into();
+        if !std::io::stderr().is_terminal() {
+            eprintln!("{what} ...");
         }
+        let bar = ProgressBar::new(total as u64);
+        let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar }
     }
 
+    /// `n` more units done.
+    pub fn inc(&self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+
+    /// `done` units done in all.
     pub fn update(&mut self, done: usize) {
-        let tenth = done * 10 / self.total;
-        if !self.tty && tenth == self.last_tenth && done < self.total {
-            return;
-        }
-        self.last_tenth = tenth;
-        let line = format!(
-            "{}: {done}/{} ({}%) {:.1} s",
-            self.what,
-            self.total,
-            done * 100 / self.total,
-            self.started.elapsed().as_secs_f64()
-        );
-        let mut err = std::io::stderr().lock();
-        // Progress is best effort: a closed stderr must not stop the bench.
-        let _ = if self.tty { write!(err, "\r\x1b[K{line}") } else { writeln!(err, "{line}") };
-        if self.tty && done >= self.total {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
+        self.bar.set_position(done as u64);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
     }
 }

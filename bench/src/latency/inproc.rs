@@ -17,7 +17,7 @@ use facedb::search::parse::parse_query;
 use facedb::search::Query;
 use facedb::store::{Engine, EngineConfig, Face};
 
-use crate::data::{self, DataGen, MetaFilter};
+use super::data::{self, DataGen, MetaFilter};
 use crate::progress::Progress;
 
 /// The gallery every measurement uses.
