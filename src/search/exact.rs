@@ -29,11 +29,16 @@ pub struct Hit {
     pub score: Option<f32>,
 }
 
-/// Rows of a chunk to look at: all, or some (from an id look-up).
-pub enum Rows<'a> {
+/// How a chunk is scanned: every row, some rows (those passing a filter), or every row scored
+/// but only those marked kept.
+enum Rows<'a> {
     All,
     Some(&'a [u32]),
+    Dense(&'a [bool]),
 }
+
+/// More than 1/DENSE_DIVISOR of a chunk's rows passing the filter: score them all in order.
+const DENSE_DIVISOR: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
@@ -104,46 +109,61 @@ pub fn cosine(query: &[f32], vector: &[f32], inverse_norms: f64) -> f32 {
     ((dot * inverse_norms) as f32).clamp(-1.0, 1.0)
 }
 
-fn scan_chunk(top: &mut TopK, query: &Query, chunk_index: usize, chunk: &Chunk, rows: Rows<'_>) {
+fn scan_chunk(top: &mut TopK, query: &Query, chunk_index: usize, chunk: &Chunk, candidates: Option<&[u32]>) {
     let filter = ChunkFilter::new(chunk, &query.conditions);
     if filter.rejects_all() || chunk.is_empty() {
         return;
     }
     // Filter first, then score the rows that passed in a tight loop of their own: mixing the
     // two keeps the CPU from having more than one vector load in flight (measured: 1M faces
-    // with a 10% filter went from 17.9 to 10.8 ms on one core).
+    // with a 10% filter went from 17.9 to 10.8 ms on one core). When many rows pass, reading
+    // their vectors scattered costs more than streaming them all: then every vector is scored
+    // in order and only passing rows are kept (200k faces, 50% filter: see docs/decisions.md).
     let passed: Vec<u32>;
-    let rows = match rows {
-        Rows::All if filter.is_empty() => Rows::All,
-        Rows::All => {
-            passed = (0..chunk.len() as u32).filter(|&r| filter.passes(r as usize)).collect();
-            Rows::Some(&passed)
+    let mask: Vec<bool>;
+    let rows = match candidates {
+        None if filter.is_empty() => Rows::All,
+        None => {
+            passed = filter.select(0..chunk.len() as u32, chunk.len());
+            if query.facen.is_some() && passed.len() * DENSE_DIVISOR > chunk.len() {
+                let mut dense = vec![false; chunk.len()];
+                passed.iter().for_each(|&r| dense[r as usize] = true);
+                mask = dense;
+                Rows::Dense(&mask)
+            } else {
+                Rows::Some(&passed)
+            }
         }
-        Rows::Some(candidates) => {
-            passed = candidates.iter().copied().filter(|&r| filter.passes(r as usize)).collect();
+        Some(candidates) => {
+            passed = filter.select(candidates.iter().copied(), candidates.len());
             Rows::Some(&passed)
         }
     };
-    let mut visit = |row: usize| {
-        let id = chunk.id(row);
-        let score = match &query.facen {
-            Some(facen) => {
-                let score = cosine(&facen.vector, chunk.vector(row), facen.inverse_norm * chunk.inverse_norm(row));
-                if !(facen.min_score..=facen.max_score).contains(&score) {
-                    return;
-                }
-                score
-            }
-            None => 0.0,
-        };
-        let rank = rank(query.sort, id, score);
+    // The score of a row, or None when it is outside the query's score range.
+    let score_of = |row: usize| match &query.facen {
+        Some(facen) => {
+            let score = cosine(&facen.vector, chunk.vector(row), facen.inverse_norm * chunk.inverse_norm(row));
+            (facen.min_score..=facen.max_score).contains(&score).then_some(score)
+        }
+        None => Some(0.0),
+    };
+    let mut keep = |row: usize, score: f32| {
+        let rank = rank(query.sort, chunk.id(row), score);
         if top.admits(rank) {
             top.push(Entry { rank, chunk: chunk_index as u32, row: row as u32, score: score.to_bits() });
         }
     };
     match rows {
-        Rows::All => (0..chunk.len()).for_each(&mut visit),
-        Rows::Some(rows) => rows.iter().map(|&r| r as usize).for_each(&mut visit),
+        Rows::All => (0..chunk.len()).for_each(|row| score_of(row).into_iter().for_each(|s| keep(row, s))),
+        Rows::Some(rows) => {
+            rows.iter().map(|&r| r as usize).for_each(|row| score_of(row).into_iter().for_each(|s| keep(row, s)))
+        }
+        Rows::Dense(mask) => (0..chunk.len()).for_each(|row| {
+            let score = score_of(row);
+            if mask[row] {
+                score.into_iter().for_each(|s| keep(row, s));
+            }
+        }),
     }
 }
 
@@ -158,7 +178,7 @@ pub fn run(chunks: &[Arc<Chunk>], query: &Query, candidates: Option<&[(u32, Vec<
             let mut top = TopK::new(query.limit);
             for (chunk_index, rows) in groups {
                 let chunk = &chunks[*chunk_index as usize];
-                scan_chunk(&mut top, query, *chunk_index as usize, chunk, Rows::Some(rows));
+                scan_chunk(&mut top, query, *chunk_index as usize, chunk, Some(rows));
             }
             top
         }
@@ -171,7 +191,7 @@ pub fn run(chunks: &[Arc<Chunk>], query: &Query, candidates: Option<&[(u32, Vec<
                     .fold(
                         || TopK::new(query.limit),
                         |mut top, (i, chunk)| {
-                            scan_chunk(&mut top, query, i, chunk, Rows::All);
+                            scan_chunk(&mut top, query, i, chunk, None);
                             top
                         },
                     )
@@ -179,7 +199,7 @@ pub fn run(chunks: &[Arc<Chunk>], query: &Query, candidates: Option<&[(u32, Vec<
             } else {
                 let mut top = TopK::new(query.limit);
                 for (i, chunk) in chunks.iter().enumerate() {
-                    scan_chunk(&mut top, query, i, chunk, Rows::All);
+                    scan_chunk(&mut top, query, i, chunk, None);
                 }
                 top
             }
