@@ -141,6 +141,11 @@ pub fn shared() -> &'static Server {
 
 /// The standard arguments: any port, a fresh data dir, the example schema.
 pub fn standard_args(dir: &TempDir) -> Vec<String> {
+    serve_args(dir, Path::new(EXAMPLE_SCHEMA))
+}
+
+/// `serve` on any port with `dir` as data dir and the given schema file.
+pub fn serve_args(dir: &TempDir, schema: &Path) -> Vec<String> {
     vec![
         "serve".into(),
         "--listen".into(),
@@ -148,7 +153,7 @@ pub fn standard_args(dir: &TempDir) -> Vec<String> {
         "--data-dir".into(),
         dir.path().display().to_string(),
         "--schema".into(),
-        EXAMPLE_SCHEMA.into(),
+        schema.display().to_string(),
     ]
 }
 

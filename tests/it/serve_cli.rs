@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::{
-    assert_error, face, facen, full_meta, rand_vec, standard_args, Server, TempDir, DIM, EXAMPLE_SCHEMA,
+    assert_error, face, facen, full_meta, rand_vec, serve_args, standard_args, Server, TempDir, DIM, EXAMPLE_SCHEMA,
 };
 
 /// Starts `facedb serve` with `schema_yaml` as its schema; returns (exit status, stderr) of a
@@ -16,15 +16,7 @@ use crate::common::{
 fn refused(schema_yaml: &str) -> (Option<i32>, String) {
     let dir = TempDir::new("badschema");
     let schema = dir.write("schema.yaml", schema_yaml);
-    let args: Vec<String> = vec![
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--schema".into(),
-        schema.display().to_string(),
-    ];
+    let args = serve_args(&dir, &schema);
     match Server::launch(&args, Some(dir), true) {
         Ok(s) => panic!("facedb started with a bad schema:\n{schema_yaml}\nstderr: {}", s.stderr()),
         Err(f) => {
@@ -98,15 +90,7 @@ fn bad_schema_files_stop_the_server_and_name_the_field() {
 fn missing_or_unreadable_schema_file_stops_the_server() {
     let dir = TempDir::new("noschema");
     let missing = dir.path().join("no-such-schema.yaml");
-    let args: Vec<String> = vec![
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--schema".into(),
-        missing.display().to_string(),
-    ];
+    let args = serve_args(&dir, &missing);
     let f = match Server::launch(&args, None, true) {
         Ok(_) => panic!("started without its schema file"),
         Err(f) => f,
