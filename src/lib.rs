@@ -19,5 +19,6 @@ pub mod schema;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

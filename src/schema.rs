@@ -49,7 +49,7 @@ impl FieldType {
 }
 
 /// A typed metadata value. Sets are sorted and free of duplicates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetaValue {
     String(String),
     Unsigned(u64),

@@ -11,7 +11,7 @@ use crate::schema::{MetaValue, Schema};
 use crate::store::column::Column;
 
 /// A face as the engine stores it: metadata in schema field order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Face {
     pub id: u64,
     pub vector: Vec<f32>,

@@ -26,7 +26,7 @@ pub struct Location {
 }
 
 /// A change to a stored face: a new vector and/or new values for some fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FaceUpdate {
     pub id: u64,
     pub vector: Option<Vec<f32>>,
