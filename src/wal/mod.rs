@@ -13,11 +13,14 @@
 //!   elsewhere (stop, naming the file and the byte offset).
 //! - `writer.rs`: one thread owns the open segment and appends; concurrent writers queue their
 //!   entries and share one `fsync` (group commit). Segments rotate by size.
+//! - `recover.rs`: reading a whole log back in order (cutting off a torn tail) and replaying it
+//!   into an engine.
 //!
 //! Status: the log is complete and tested on its own; `facedb serve` does not use it yet
 //! (recovery, snapshots and the wiring come next, see issue 4).
 
 pub mod codec;
+pub mod recover;
 pub mod segment;
 pub mod writer;
 

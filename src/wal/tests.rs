@@ -155,3 +155,55 @@ fn mode_none_writes_nothing() {
     drop(wal);
     assert!(!dir.0.join("log").exists());
 }
+
+#[test]
+fn a_log_is_read_back_across_segments_and_replayed() {
+    use crate::schema::Schema;
+    use crate::store::{Engine, EngineConfig};
+    use crate::wal::recover::{read_log, replay};
+    let dir = Dir::new("replay");
+    let wal = Wal::open(config(&dir.0, WalMode::Fsync, 200), 1, 1).unwrap();
+    wal.append(Op::CreateGallery { name: "g".into() }).unwrap();
+    for id in 0..10 {
+        wal.append(add(id)).unwrap();
+    }
+    wal.append(Op::DeleteFaces { gallery: "g".into(), ids: vec![3, 4] }).unwrap();
+    drop(wal);
+    let log = read_log(&dir.0, 1).unwrap();
+    assert_eq!((log.entries.len(), log.next_index, log.truncated.clone()), (12, 13, None));
+    let schema = Schema::from_yaml("- {id: 1, name: cam, field_type: string}\n", "t").unwrap();
+    let engine = Engine::new(schema, EngineConfig { facen_size: 3, max_search_limit: 10 });
+    replay(&engine, &log.entries).unwrap();
+    assert_eq!(engine.gallery_size("g").unwrap(), 8);
+    assert_eq!(engine.get_face("g", 7).unwrap().meta, vec![MetaValue::String("cam7".into())]);
+    // The writer continues where the log ends.
+    let wal = Wal::open(config(&dir.0, WalMode::Fsync, 200), log.next_index, 1).unwrap();
+    assert_eq!(wal.append(add(99)).unwrap(), 13);
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_only_in_the_last_segment() {
+    use crate::wal::recover::read_log;
+    let dir = Dir::new("recover-torn");
+    let wal = Wal::open(config(&dir.0, WalMode::Write, 200), 1, 1).unwrap();
+    for id in 0..8 {
+        wal.append(add(id)).unwrap();
+    }
+    drop(wal);
+    let files = segments(&dir.0);
+    assert!(files.len() >= 2);
+    let last = files.last().unwrap();
+    let full = std::fs::read(last).unwrap();
+    std::fs::write(last, &full[..full.len() - 3]).unwrap();
+    let log = read_log(&dir.0, 1).unwrap();
+    assert_eq!(log.entries.len(), 7);
+    assert!(log.truncated.as_ref().is_some_and(|(path, _)| path == last));
+    assert!(std::fs::metadata(last).unwrap().len() < full.len() as u64 - 3, "the torn record is cut off the file");
+    assert_eq!(read_log(&dir.0, 1).unwrap().truncated, None, "a second start finds a clean log");
+    // The same cut in an earlier segment is corruption.
+    let first = &files[0];
+    let bytes = std::fs::read(first).unwrap();
+    std::fs::write(first, &bytes[..bytes.len() - 3]).unwrap();
+    let error = read_log(&dir.0, 1).unwrap_err();
+    assert!(error.contains("not the last") || error.contains("starts at index"), "{error}");
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use crate::wal::segment::{file_name, header, push_record};
+use crate::wal::segment::{file_name, header, push_record, scan};
 use crate::wal::{codec, Entry, Op, WalMode};
 
 /// Where and how the log is written.
@@ -147,9 +147,18 @@ impl SegmentWriter {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| format!("cannot create the log directory {}: {e}", config.dir.display()))?;
         let path = config.dir.join(file_name(first_index));
+        // A segment of this name with no entry in it (rotation creates the next segment before
+        // its first record) may be replaced; one with entries never is.
+        if path.exists() {
+            let holds_entries = scan(&path).map_or(true, |read| !read.entries.is_empty());
+            if holds_entries {
+                return Err(format!("{}: exists and holds log entries; refusing to overwrite it", path.display()));
+            }
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .open(&path)
             .map_err(|e| format!("cannot create log segment {}: {e}", path.display()))?;
         file.write_all(&header(first_index))
