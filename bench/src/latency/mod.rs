@@ -33,6 +33,7 @@ use facedb::store::Face;
 use self::data::{DataGen, MetaFilter};
 use self::stats::{ms, Summary};
 use crate::client::Client;
+use crate::metrics::thousands;
 use crate::server::{self, Server};
 
 /// The figures to report against.
@@ -142,19 +143,6 @@ impl AddMode {
     }
 }
 
-/// `1000000` as `1,000,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn mib(bytes: Option<u64>) -> String {
     bytes.map_or_else(|| "?".to_owned(), |b| format!("{} MiB", b >> 20))
 }
@@ -180,10 +168,10 @@ fn load_table(loads: &[LoadRow]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {:.1} s | {} | {} |",
-            thousands(l.size),
+            thousands(l.size as u64),
             l.place,
             l.time.as_secs_f64(),
-            thousands(rate as usize),
+            thousands(rate as u64),
             mib(l.peak_rss)
         );
     }
@@ -296,7 +284,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            thousands(r.size),
+            thousands(r.size as u64),
             r.filter.label(),
             r.mode.label(),
             ms(s.p50),
@@ -330,7 +318,7 @@ fn report_search_row(r: &SearchRow) {
     let s = &r.summary;
     eprintln!(
         "{} faces, filter {}, {}: p50 {} ms, p99 {} ms",
-        thousands(r.size),
+        thousands(r.size as u64),
         r.filter.label(),
         r.mode.label(),
         ms(s.p50),
@@ -446,7 +434,7 @@ pub fn add_under_load(args: AddArgs) -> Result<()> {
         "## Single-face adds under search load\n\n{} faces of {}-d float32 before the adds; each add is one face \
          (one request over HTTP); {} ms pause between adds; searches are top-{} by score, no filter, \
          back to back; {}. Times in ms.\n",
-        thousands(size),
+        thousands(size as u64),
         c.dim,
         args.add_pause_ms,
         c.limit,
@@ -483,7 +471,7 @@ pub fn add_under_load(args: AddArgs) -> Result<()> {
             ADD_P99_TARGET.as_millis(),
             r.mode.label(),
             r.search_threads,
-            thousands(r.size),
+            thousands(r.size as u64),
             r.elapsed.as_secs_f64(),
             ms(r.adds.p99)
         );

@@ -40,18 +40,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Milliseconds with a precision that suits the magnitude.
+/// Milliseconds with a precision that suits the magnitude (the harness's format).
 pub fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else if ms >= 10.0 {
-        format!("{ms:.1}")
-    } else if ms >= 1.0 {
-        format!("{ms:.2}")
-    } else {
-        format!("{ms:.3}")
-    }
+    crate::metrics::ms(d.as_secs_f64() * 1e3)
 }
 
 #[cfg(test)]
