@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::wal::WalMode;
+
 /// The default listen address of `facedb serve`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18411";
 
@@ -19,6 +21,16 @@ pub struct ServeConfig {
     pub facen_size: usize,
     pub max_body_bytes: usize,
     pub max_search_limit: usize,
+    pub wal_mode: WalMode,
+    /// Seconds between automatic snapshots; 0: none.
+    pub checkpoint_interval: u64,
+    /// Snapshots kept (at least 1).
+    pub checkpoint_count: usize,
+    /// Skip bad log records at start instead of refusing to start.
+    pub force_recovery: bool,
+    pub memory_limit: Option<u64>,
+    /// A log segment larger than this is closed and a new one started.
+    pub wal_segment_bytes: u64,
 }
 
 /// The same settings as they may appear in a YAML file or as flags; absent means "not set here".
@@ -31,6 +43,33 @@ pub struct ServeSettings {
     pub facen_size: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub max_search_limit: Option<usize>,
+    pub wal_mode: Option<String>,
+    pub checkpoint_interval: Option<u64>,
+    pub checkpoint_count: Option<usize>,
+    pub force_recovery: Option<bool>,
+    /// Bytes, or a number with a K, M, G or T suffix (powers of 1024).
+    pub memory_limit: Option<String>,
+    pub wal_segment_bytes: Option<String>,
+}
+
+/// Reads `1073741824`, `512M`, `4G` (K, M, G, T: powers of 1024; an optional `B` or `iB` after).
+pub fn parse_bytes(setting: &str, text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let number = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, scale) = match number.chars().last() {
+        Some('K') => (&number[..number.len() - 1], 1u64 << 10),
+        Some('M') => (&number[..number.len() - 1], 1 << 20),
+        Some('G') => (&number[..number.len() - 1], 1 << 30),
+        Some('T') => (&number[..number.len() - 1], 1 << 40),
+        _ => (number, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{setting}: {text:?} is not a size in bytes such as 1073741824, 512M or 4G"))
 }
 
 impl ServeSettings {
@@ -49,6 +88,12 @@ impl ServeSettings {
             facen_size: self.facen_size.or(base.facen_size),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
             max_search_limit: self.max_search_limit.or(base.max_search_limit),
+            wal_mode: self.wal_mode.or(base.wal_mode),
+            checkpoint_interval: self.checkpoint_interval.or(base.checkpoint_interval),
+            checkpoint_count: self.checkpoint_count.or(base.checkpoint_count),
+            force_recovery: self.force_recovery.or(base.force_recovery),
+            memory_limit: self.memory_limit.or(base.memory_limit),
+            wal_segment_bytes: self.wal_segment_bytes.or(base.wal_segment_bytes),
         }
     }
 
@@ -70,6 +115,21 @@ impl ServeSettings {
         if max_body_bytes < 1024 {
             return Err(format!("max_body_bytes: {max_body_bytes} is too small; it must be at least 1024"));
         }
+        let wal_mode_text = self.wal_mode.unwrap_or_else(|| "fsync".to_owned());
+        let wal_mode = WalMode::parse(&wal_mode_text)
+            .ok_or_else(|| format!("wal_mode: {wal_mode_text:?} is not one of none, write, fsync"))?;
+        let checkpoint_count = self.checkpoint_count.unwrap_or(3);
+        if checkpoint_count == 0 {
+            return Err("checkpoint_count: must be at least 1 (the newest snapshot is always kept)".to_owned());
+        }
+        let memory_limit = self.memory_limit.map(|text| parse_bytes("memory_limit", &text)).transpose()?;
+        let wal_segment_bytes = match self.wal_segment_bytes {
+            Some(text) => parse_bytes("wal_segment_bytes", &text)?,
+            None => 64 << 20,
+        };
+        if wal_segment_bytes < 4096 {
+            return Err(format!("wal_segment_bytes: {wal_segment_bytes} is too small; it must be at least 4096"));
+        }
         Ok(ServeConfig {
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -77,6 +137,12 @@ impl ServeSettings {
             facen_size,
             max_body_bytes,
             max_search_limit,
+            wal_mode,
+            checkpoint_interval: self.checkpoint_interval.unwrap_or(14_400),
+            checkpoint_count,
+            force_recovery: self.force_recovery.unwrap_or(false),
+            memory_limit,
+            wal_segment_bytes,
         })
     }
 }
@@ -100,5 +166,19 @@ mod tests {
         let bad = ServeSettings { listen: Some("localhost".into()), ..Default::default() };
         assert!(bad.resolve().unwrap_err().starts_with("listen: \"localhost\""));
         assert!(serde_yaml_ng::from_str::<ServeSettings>("lisen: x\n").unwrap_err().to_string().contains("lisen"));
+        let bad = ServeSettings { wal_mode: Some("sync".into()), ..Default::default() };
+        assert_eq!(bad.resolve().unwrap_err(), "wal_mode: \"sync\" is not one of none, write, fsync");
+        let bad = ServeSettings { memory_limit: Some("12X".into()), ..Default::default() };
+        assert!(bad.resolve().unwrap_err().starts_with("memory_limit: \"12X\""));
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("m", "1073741824"), Ok(1 << 30));
+        assert_eq!(parse_bytes("m", "512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("m", "4g"), Ok(4 << 30));
+        assert_eq!(parse_bytes("m", "2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("m", "-1").is_err());
+        assert!(parse_bytes("m", "99999999999T").is_err());
     }
 }

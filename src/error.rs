@@ -23,6 +23,8 @@ pub enum ErrorKind {
     NotFound,
     /// The named gallery does not exist.
     GalleryNotFound,
+    /// A write would pass the memory limit (`--memory-limit`); reads keep working.
+    InsufficientStorage,
     /// A failure of the server itself.
     UnknownError,
 }

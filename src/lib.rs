@@ -13,11 +13,13 @@
 
 pub mod api;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod facen;
 pub mod schema;
 pub mod search;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod wal;
 

@@ -22,7 +22,8 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// YAML file with the same settings (listen, data_dir, schema, facen_size, max_body_bytes,
-    /// max_search_limit); flags win over it.
+    /// max_search_limit, wal_mode, checkpoint_interval, checkpoint_count, force_recovery,
+    /// memory_limit, wal_segment_bytes); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:18411].
@@ -43,6 +44,27 @@ struct ServeArgs {
     /// Largest search `limit` accepted [default: 10000].
     #[arg(long, value_name = "N")]
     max_search_limit: Option<usize>,
+    /// When a write is acknowledged: `none` (memory only; snapshots still taken), `write`
+    /// (written to the log: survives a crash of the process), `fsync` (synced: survives a power
+    /// loss) [default: fsync].
+    #[arg(long, value_name = "MODE")]
+    wal_mode: Option<String>,
+    /// Seconds between automatic snapshots; 0 turns them off [default: 14400].
+    #[arg(long, value_name = "SECS")]
+    checkpoint_interval: Option<u64>,
+    /// Snapshots kept; the log is kept from the oldest of them on [default: 3].
+    #[arg(long, value_name = "N")]
+    checkpoint_count: Option<usize>,
+    /// Start even if the log has corrupt records: skip them, count them and report them.
+    #[arg(long)]
+    force_recovery: bool,
+    /// Refuse adds (507) that would take the faces' estimated memory past this, e.g. 8G
+    /// [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    memory_limit: Option<String>,
+    /// Start a new log segment once one is larger than this [default: 64M].
+    #[arg(long, value_name = "BYTES")]
+    wal_segment_bytes: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +97,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         facen_size: args.facen_size,
         max_body_bytes: args.max_body_bytes,
         max_search_limit: args.max_search_limit,
+        wal_mode: args.wal_mode,
+        checkpoint_interval: args.checkpoint_interval,
+        checkpoint_count: args.checkpoint_count,
+        force_recovery: args.force_recovery.then_some(true),
+        memory_limit: args.memory_limit,
+        wal_segment_bytes: args.wal_segment_bytes,
     };
     let config = flags.over(file).resolve().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;

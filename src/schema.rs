@@ -168,6 +168,64 @@ impl Schema {
     pub fn position(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
+
+    /// The schema as YAML that [`from_yaml`](Self::from_yaml) reads back to an equal schema:
+    /// how a data directory records it.
+    pub fn to_yaml(&self) -> String {
+        let mut text = String::new();
+        for field in &self.fields {
+            let default = match &field.default {
+                MetaValue::String(s) => Json::from(s.as_str()),
+                // As a string: YAML readers lose precision on integers above 2^53.
+                MetaValue::Unsigned(n) => Json::from(n.to_string()),
+                MetaValue::StringSet(v) => Json::from(v.clone()),
+                MetaValue::UnsignedSet(v) => Json::from(v.iter().map(u64::to_string).collect::<Vec<_>>()),
+            };
+            // JSON is YAML; the name and the default are quoted whatever they contain.
+            text.push_str(&format!(
+                "- {{id: {}, name: {}, field_type: '{}', default: {}}}\n",
+                field.id,
+                Json::from(field.name.as_str()),
+                field.field_type.name(),
+                default
+            ));
+        }
+        text
+    }
+
+    /// How `new` differs from `self`: `Ok(added field names)` when it only adds fields (which
+    /// may sit anywhere in the list), else `Err` with one line per difference.
+    pub fn additions_in(&self, new: &Schema) -> Result<Vec<String>, String> {
+        let mut problems = Vec::new();
+        for old in &self.fields {
+            match new.position(&old.name).map(|at| &new.fields[at]) {
+                None => problems.push(format!("- {}: removed", describe(old))),
+                Some(now) if now != old => problems.push(format!("- {}\n+ {}: changed", describe(old), describe(now))),
+                Some(_) => {}
+            }
+        }
+        let added: Vec<&Field> = new.fields.iter().filter(|f| self.position(&f.name).is_none()).collect();
+        for field in &added {
+            if let Some(old) = self.fields.iter().find(|old| old.id == field.id) {
+                problems.push(format!("+ {}: id {} was field {:?}", describe(field), field.id, old.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(added.iter().map(|f| f.name.clone()).collect())
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+}
+
+fn describe(field: &Field) -> String {
+    format!(
+        "field {:?} (id {}, {}, default {})",
+        field.name,
+        field.id,
+        field.field_type.name(),
+        field.default.to_json()
+    )
 }
 
 fn parse_field(entry: &Yaml) -> Result<Field, String> {
@@ -281,6 +339,36 @@ mod tests {
         assert!(err.contains("\"age\"") && err.contains("has a default \"-3\" that is not a valid unsigned"), "{err}");
         let dup_id = "- {id: 1, name: a, field_type: string}\n- {id: 1, name: b, field_type: string}\n";
         assert!(Schema::from_yaml(dup_id, "s.yaml").unwrap_err().contains("id 1 is already used by field \"a\""));
+    }
+
+    #[test]
+    fn a_schema_round_trips_through_its_yaml() {
+        let schema = Schema::findface_default();
+        assert_eq!(Schema::from_yaml(&schema.to_yaml(), "again").unwrap(), schema);
+        let odd = "- {id: 4, name: \"it's: {odd}\", field_type: 'set[unsigned]', default: [18446744073709551615, 1]}\n";
+        let odd = Schema::from_yaml(odd, "odd").unwrap();
+        assert_eq!(Schema::from_yaml(&odd.to_yaml(), "again").unwrap(), odd);
+    }
+
+    #[test]
+    fn only_added_fields_are_an_allowed_change() {
+        let old = Schema::from_yaml(
+            "- {id: 1, name: a, field_type: string}\n- {id: 2, name: b, field_type: unsigned}\n",
+            "old",
+        )
+        .unwrap();
+        let added = "- {id: 1, name: a, field_type: string}\n- {id: 3, name: c, field_type: string, default: x}\n- {id: 2, name: b, field_type: unsigned}\n";
+        assert_eq!(old.additions_in(&Schema::from_yaml(added, "new").unwrap()), Ok(vec!["c".to_owned()]));
+        assert_eq!(old.additions_in(&old), Ok(vec![]));
+        let changed = "- {id: 1, name: a, field_type: unsigned}\n- {id: 5, name: d, field_type: string}\n";
+        let diff = old.additions_in(&Schema::from_yaml(changed, "new").unwrap()).unwrap_err();
+        assert!(
+            diff.contains(
+                "field \"a\" (id 1, string, default \"\")\n+ field \"a\" (id 1, unsigned, default 0): changed"
+            ),
+            "{diff}"
+        );
+        assert!(diff.contains("- field \"b\" (id 2, unsigned, default 0): removed"), "{diff}");
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Running `facedb serve`: load the schema, build the engine, serve the API until a signal.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig};
 use crate::config::ServeConfig;
+use crate::durable::{Database, DurableConfig};
 use crate::schema::Schema;
-use crate::store::{Engine, EngineConfig};
+use crate::store::EngineConfig;
 
 /// Serves until SIGINT or SIGTERM, then finishes the requests under way and returns.
 /// Prints `facedb listening on http://ADDR` on stdout once the port is bound.
@@ -17,17 +16,33 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Some(path) => Schema::load(path).map_err(anyhow::Error::msg)?,
         None => Schema::findface_default(),
     };
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    let engine =
-        Engine::new(schema, EngineConfig { facen_size: config.facen_size, max_search_limit: config.max_search_limit });
-    let app = api::router(Arc::new(engine), &ApiConfig { max_body_bytes: config.max_body_bytes });
+    let engine_config = EngineConfig {
+        facen_size: config.facen_size,
+        max_search_limit: config.max_search_limit,
+        memory_limit: config.memory_limit,
+    };
+    let durable = DurableConfig {
+        data_dir: config.data_dir.clone(),
+        wal_mode: config.wal_mode,
+        wal_segment_bytes: config.wal_segment_bytes,
+        checkpoint_interval: (config.checkpoint_interval > 0)
+            .then(|| std::time::Duration::from_secs(config.checkpoint_interval)),
+        checkpoint_count: config.checkpoint_count,
+        force_recovery: config.force_recovery,
+    };
+    // Recovery reads files and replays the log: blocking work, before the port is bound.
+    let database = tokio::task::spawn_blocking(move || Database::open(schema, engine_config, durable))
+        .await
+        .context("recovery failed")?
+        .map_err(anyhow::Error::msg)?;
+    let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes });
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     println!("facedb listening on http://{address}");
-    tracing::info!(%address, facen_size = config.facen_size, "serving (data is kept in memory only)");
+    tracing::info!(%address, facen_size = config.facen_size, data_dir = %config.data_dir.display(), "serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    drop(database);
     tracing::info!("stopped");
     Ok(())
 }

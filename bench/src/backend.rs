@@ -157,7 +157,8 @@ impl Backend {
 
     /// The library called directly, with a fresh engine.
     pub fn in_process(dim: usize, gallery: &str) -> Result<Backend> {
-        let engine = Engine::new(schema()?, EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT });
+        let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, memory_limit: None };
+        let engine = Engine::new(schema()?, config)?;
         let target = InProcessTarget {
             engine,
             pool: None,
@@ -243,7 +244,7 @@ impl Backend {
                 BackendKind::InProcess(local) => {
                     let engine = &local.engine;
                     let parsed = bodies
-                        .map(|body| parse_query(&body, engine.schema(), dataset.dim(), MAX_SEARCH_LIMIT))
+                        .map(|body| parse_query(&body, &engine.schema(), dataset.dim(), MAX_SEARCH_LIMIT))
                         .collect::<Result<Vec<Query>, _>>()
                         .context("parsing a search body")?;
                     local.searches.insert(set, parsed);
@@ -270,7 +271,7 @@ impl Backend {
                 Ok(http.batches.len())
             }
             BackendKind::InProcess(local) => {
-                let schema = local.engine.schema();
+                let schema = &local.engine.schema();
                 local.batches = ranges
                     .iter()
                     .map(|&(start, end)| {
@@ -306,7 +307,7 @@ impl Backend {
                     .collect::<Result<_>>()?;
             }
             BackendKind::InProcess(local) => {
-                let schema = local.engine.schema();
+                let schema = &local.engine.schema();
                 local.mixed_adds = sources
                     .iter()
                     .zip(ids)
@@ -352,7 +353,7 @@ impl Session<'_> {
             }
             Session::InProcess { backend, target } => {
                 let faces = target.batches.get(batch).context("no such ingest batch")?;
-                Ok(target.engine.add_faces(&backend.gallery, faces)?)
+                Ok(target.engine.add_faces(&backend.gallery, faces.clone())?)
             }
         }
     }
@@ -386,7 +387,7 @@ impl Session<'_> {
             }
             Session::InProcess { backend, target } => {
                 let face = target.mixed_adds.get(write).context("no such prepared add")?;
-                target.engine.add_faces(&backend.gallery, std::slice::from_ref(face))?;
+                target.engine.add_faces(&backend.gallery, vec![face.clone()])?;
                 Ok(face.id)
             }
         }
@@ -396,7 +397,7 @@ impl Session<'_> {
     pub fn delete(&mut self, id: u64) -> Result<()> {
         match self {
             Session::Http { backend, client, .. } => client.delete(&backend.gallery, &format!("[{id}]")),
-            Session::InProcess { backend, target } => Ok(target.engine.delete_faces(&backend.gallery, &[id])?),
+            Session::InProcess { backend, target } => Ok(target.engine.delete_faces(&backend.gallery, vec![id])?),
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
+use crate::durable::Database;
 use crate::error::{Error, ErrorKind};
 use crate::search::parse::parse_query;
 use crate::store::{check_gallery_name, Engine};
@@ -105,7 +106,7 @@ fn json_reply(body: Json) -> Response {
 }
 
 async fn gallery_add(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
-    engine.create_gallery(&name)?;
+    blocking(move || engine.create_gallery(&name)).await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -150,8 +151,8 @@ async fn faces_add(
     JsonBody(body): JsonBody,
 ) -> Reply {
     blocking(move || {
-        let faces = wire::new_faces(&body, engine.schema(), engine.config().facen_size)?;
-        engine.add_faces(&name, &faces)
+        let faces = wire::new_faces(&body, &engine.schema(), engine.config().facen_size)?;
+        engine.add_faces(&name, faces)
     })
     .await?;
     Ok(empty(StatusCode::OK))
@@ -163,7 +164,7 @@ async fn faces_delete(
     JsonBody(body): JsonBody,
 ) -> Reply {
     let ids = wire::face_ids(&body)?;
-    blocking(move || engine.delete_faces(&name, &ids)).await?;
+    blocking(move || engine.delete_faces(&name, ids)).await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -173,11 +174,13 @@ async fn faces_update(
     JsonBody(body): JsonBody,
 ) -> Reply {
     let reply = blocking(move || {
-        let updates = wire::face_updates(&body, engine.schema(), engine.config().facen_size)?;
-        let faces = engine.update_faces(&name, &updates)?;
-        let mut faces: Vec<Json> = faces.iter().map(|face| wire::face_json(face, None, engine.schema())).collect();
+        let updates = wire::face_updates(&body, &engine.schema(), engine.config().facen_size)?;
+        let count = updates.len();
+        let faces = engine.update_faces(&name, updates)?;
+        let schema = engine.schema();
+        let mut faces: Vec<Json> = faces.iter().map(|face| wire::face_json(face, None, &schema)).collect();
         // One face: its dict, as the original answers; several: {"results": [...]}.
-        Ok(match (updates.len(), faces.pop()) {
+        Ok(match (count, faces.pop()) {
             (1, Some(face)) => face,
             (_, last) => {
                 faces.extend(last);
@@ -196,9 +199,10 @@ async fn faces_search(
 ) -> Reply {
     let body = blocking(move || {
         let config = engine.config();
-        let query = parse_query(&body, engine.schema(), config.facen_size, config.max_search_limit)?;
+        let schema = engine.schema();
+        let query = parse_query(&body, &schema, config.facen_size, config.max_search_limit)?;
         let hits = engine.search(&name, &query)?;
-        Ok(wire::hits_json(&hits, engine.schema()))
+        Ok(wire::hits_json(&hits, &schema))
     })
     .await?;
     let mut response = json_reply(body);
@@ -223,7 +227,7 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     let path = uri.path();
     let allow = if path.starts_with("/stat/") {
         "GET"
-    } else if path.starts_with("/v2/galleries/get/") || path == "/v2/galleries/list" {
+    } else if path.starts_with("/v2/galleries/get/") || path == "/v2/galleries/list" || path == "/v2/admin/status" {
         "GET, POST"
     } else {
         "POST"
@@ -232,9 +236,44 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     response
 }
 
-/// The API's routes over an engine.
-pub fn router(engine: Arc<Engine>, config: &ApiConfig) -> Router {
+/// What the handlers share: the database, and its engine for the galleries API.
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<Engine>,
+    database: Arc<Database>,
+}
+
+impl FromRef<AppState> for Arc<Engine> {
+    fn from_ref(state: &AppState) -> Arc<Engine> {
+        state.engine.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Database> {
+    fn from_ref(state: &AppState) -> Arc<Database> {
+        state.database.clone()
+    }
+}
+
+/// `GET /v2/admin/status`: the log's counters, what recovery did, snapshots, memory.
+async fn admin_status(State(database): State<Arc<Database>>) -> Reply {
+    let status = blocking(move || Ok(database.status())).await?;
+    Ok(json_reply(status))
+}
+
+/// `POST /v2/admin/snapshot`: takes a snapshot now and answers once it is on disk.
+async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
+    let info =
+        blocking(move || database.snapshot().map_err(|e| Error::internal(format!("snapshot failed: {e}")))).await?;
+    Ok(json_reply(crate::durable::snapshot_json(&info)))
+}
+
+/// The API's routes over a database.
+pub fn router(database: Arc<Database>, config: &ApiConfig) -> Router {
+    let state = AppState { engine: database.engine().clone(), database };
     Router::new()
+        .route("/v2/admin/status", get(admin_status).post(admin_status))
+        .route("/v2/admin/snapshot", post(admin_snapshot))
         .route("/v2/galleries/add/{name}", post(gallery_add))
         .route("/v2/galleries/delete/{name}", post(gallery_delete))
         .route("/v2/galleries/get/{name}", post(gallery_get).get(gallery_get))
@@ -248,5 +287,5 @@ pub fn router(engine: Arc<Engine>, config: &ApiConfig) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(engine)
+        .with_state(state)
 }

@@ -10,6 +10,13 @@ use crate::facen;
 use crate::schema::{MetaValue, Schema};
 use crate::store::column::Column;
 
+/// The largest capacity [`Chunk::from_parts`] reserves, in faces: 64 MiB of vectors or 1024
+/// faces, whichever is more. It bounds a capacity read from a file and is above a gallery's
+/// rows per chunk (4 MiB of vectors or 1024 faces).
+pub(crate) fn max_capacity(dim: usize) -> usize {
+    ((64 << 20) / (4 * dim.max(1))).max(1024)
+}
+
 /// A face as the engine stores it: metadata in schema field order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Face {
@@ -55,6 +62,86 @@ impl Chunk {
             inverse_norms: Vec::with_capacity(capacity),
             columns: schema.fields().iter().map(|f| Column::new(f.field_type)).collect(),
         }
+    }
+
+    /// A chunk from its parts, as a snapshot gives them back: `ids.len()` faces, their vectors
+    /// (row-major, `dim` floats each), their inverse norms and one column per schema field. The
+    /// lengths must agree. Room is reserved for `capacity` faces (the rows per chunk of the
+    /// gallery, so that filling the chunk does not reallocate), up to [`max_capacity`].
+    pub(crate) fn from_parts(
+        dim: usize,
+        mut ids: Vec<u64>,
+        mut vectors: Vec<f32>,
+        mut inverse_norms: Vec<f64>,
+        mut columns: Vec<Column>,
+        capacity: usize,
+    ) -> Result<Chunk, String> {
+        let rows = ids.len();
+        if Some(vectors.len()) != rows.checked_mul(dim) {
+            return Err(format!("{} floats of vectors for {rows} faces of {dim} floats", vectors.len()));
+        }
+        if inverse_norms.len() != rows {
+            return Err(format!("{} inverse norms for {rows} faces", inverse_norms.len()));
+        }
+        if let Some((field, column)) = columns.iter().enumerate().find(|(_, c)| c.len() != rows) {
+            return Err(format!("column {field} has {} rows for {rows} faces", column.len()));
+        }
+        let room = capacity.min(max_capacity(dim)).saturating_sub(rows);
+        if room > 0 {
+            ids.reserve_exact(room);
+            vectors.reserve_exact(room.saturating_mul(dim));
+            inverse_norms.reserve_exact(room);
+            for column in &mut columns {
+                column.reserve(room);
+            }
+        }
+        Ok(Chunk { dim, ids, vectors, inverse_norms, columns })
+    }
+
+    /// Whether the columns are those of `schema`: one per field, of the field's type.
+    pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
+        let fields = schema.fields();
+        if self.columns.len() != fields.len() {
+            return Err(format!("{} columns for {} schema fields", self.columns.len(), fields.len()));
+        }
+        for (field, column) in fields.iter().zip(&self.columns) {
+            if column.field_type() != field.field_type {
+                return Err(format!(
+                    "field {:?} is {} in the schema but {} in the chunk",
+                    field.name,
+                    field.field_type.name(),
+                    column.field_type().name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// How many faces the chunk holds without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.ids.capacity()
+    }
+
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// Every vector, row after row.
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+
+    pub fn inverse_norms(&self) -> &[f64] {
+        &self.inverse_norms
+    }
+
+    /// One column per schema field.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
     }
 
     pub fn len(&self) -> usize {

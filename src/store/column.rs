@@ -164,6 +164,73 @@ impl Column {
         }
     }
 
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            Column::String { .. } => FieldType::String,
+            Column::Unsigned(_) => FieldType::Unsigned,
+            Column::StringSet { .. } => FieldType::StringSet,
+            Column::UnsignedSet(_) => FieldType::UnsignedSet,
+        }
+    }
+
+    /// Rows in the column.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::String { codes, .. } => codes.len(),
+            Column::Unsigned(values) => values.len(),
+            Column::StringSet { rows, .. } => rows.len(),
+            Column::UnsignedSet(rows) => rows.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes room for `additional` more rows.
+    pub fn reserve(&mut self, additional: usize) {
+        match self {
+            Column::String { codes, .. } => codes.reserve_exact(additional),
+            Column::Unsigned(values) => values.reserve_exact(additional),
+            Column::StringSet { rows, .. } => rows.reserve_exact(additional),
+            Column::UnsignedSet(rows) => rows.reserve_exact(additional),
+        }
+    }
+
+    /// The column in its stored form, borrowed: serialising it gives the bytes of the
+    /// [`StoredColumn`] it is read back as.
+    pub fn stored(&self) -> StoredColumnRef<'_> {
+        match self {
+            Column::String { dict, codes } => StoredColumnRef::String { dict: DictValues(&dict.values), codes },
+            Column::Unsigned(values) => StoredColumnRef::Unsigned(values),
+            Column::StringSet { dict, rows } => StoredColumnRef::StringSet { dict: DictValues(&dict.values), rows },
+            Column::UnsignedSet(rows) => StoredColumnRef::UnsignedSet(rows),
+        }
+    }
+
+    /// Rebuilds a column from its stored form: the reference counts are counted again from the
+    /// codes, codes that no row uses become free, and the lookup map holds the used values. A
+    /// code outside the dictionary, a value that two used codes share, or a set row out of
+    /// order is an error.
+    pub fn from_stored(stored: StoredColumn) -> Result<Column, String> {
+        Ok(match stored {
+            StoredColumn::String { dict, codes } => {
+                let dict = Dict::rebuild(dict, codes.iter().copied())?;
+                Column::String { dict, codes }
+            }
+            StoredColumn::Unsigned(values) => Column::Unsigned(values),
+            StoredColumn::StringSet { dict, rows } => {
+                check_sorted(&rows)?;
+                let dict = Dict::rebuild(dict, rows.iter().flat_map(|row| row.iter().copied()))?;
+                Column::StringSet { dict, rows }
+            }
+            StoredColumn::UnsignedSet(rows) => {
+                check_sorted(&rows)?;
+                Column::UnsignedSet(rows)
+            }
+        })
+    }
+
     fn type_name(&self) -> &'static str {
         match self {
             Column::String { .. } => "a string column",
@@ -171,6 +238,79 @@ impl Column {
             Column::StringSet { .. } => "a set[string] column",
             Column::UnsignedSet(_) => "a set[unsigned] column",
         }
+    }
+}
+
+/// A column as a snapshot stores it: the rows' codes or values and, for strings, the
+/// dictionary's values by code (a free code holds ""). The reference counts, the lookup map and
+/// the free list are not stored; [`Column::from_stored`] derives them from the codes.
+///
+/// The variants and fields are in the same order as in [`StoredColumnRef`], which is how a
+/// column is written without copying it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StoredColumn {
+    String { dict: Vec<String>, codes: Vec<u32> },
+    Unsigned(Vec<u64>),
+    StringSet { dict: Vec<String>, rows: Vec<Box<[u32]>> },
+    UnsignedSet(Vec<Box<[u64]>>),
+}
+
+/// A borrowed [`StoredColumn`], for writing: it serialises to the same bytes.
+#[derive(Debug, serde::Serialize)]
+pub enum StoredColumnRef<'a> {
+    String { dict: DictValues<'a>, codes: &'a [u32] },
+    Unsigned(&'a [u64]),
+    StringSet { dict: DictValues<'a>, rows: &'a [Box<[u32]>] },
+    UnsignedSet(&'a [Box<[u64]>]),
+}
+
+/// A dictionary's values by code, serialised as a sequence of strings.
+#[derive(Debug)]
+pub struct DictValues<'a>(&'a [Arc<str>]);
+
+impl serde::Serialize for DictValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|value| &**value))
+    }
+}
+
+impl Dict {
+    /// The dictionary of `values` (by code) used by `codes` (every code of every row).
+    fn rebuild(values: Vec<String>, codes: impl Iterator<Item = u32>) -> Result<Dict, String> {
+        if values.len() > u32::MAX as usize + 1 {
+            return Err(format!("a dictionary of {} values has more than 2^32 codes", values.len()));
+        }
+        let mut refs = vec![0u32; values.len()];
+        for code in codes {
+            let count = refs
+                .get_mut(code as usize)
+                .ok_or_else(|| format!("code {code} is outside the dictionary of {} values", values.len()))?;
+            *count = count.checked_add(1).ok_or_else(|| format!("code {code} is used too many times"))?;
+        }
+        let mut dict = Dict { values: Vec::with_capacity(values.len()), refs, ..Dict::default() };
+        for (code, value) in values.into_iter().enumerate() {
+            if dict.refs[code] == 0 {
+                dict.values.push(Arc::from(""));
+                dict.free.push(code as u32);
+                continue;
+            }
+            let value: Arc<str> = Arc::from(value);
+            if dict.lookup.insert(value.clone(), code as u32).is_some() {
+                return Err(format!("the value {value:?} has two codes in the dictionary"));
+            }
+            dict.values.push(value);
+        }
+        // `intern` pops the free list: the lowest free code is reused first.
+        dict.free.reverse();
+        Ok(dict)
+    }
+}
+
+/// Set rows are kept sorted (see [`Column`]).
+fn check_sorted<T: Ord>(rows: &[Box<[T]>]) -> Result<(), String> {
+    match rows.iter().position(|row| !row.is_sorted()) {
+        Some(row) => Err(format!("the set of row {row} is not sorted")),
+        None => Ok(()),
     }
 }
 

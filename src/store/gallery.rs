@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::schema::{FieldType, MetaValue, Schema};
 use crate::store::chunk::{Chunk, Face};
+use crate::store::column::Column;
 
 /// Where a face is: chunk and row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,47 @@ pub struct FaceUpdate {
 
 /// The chunks of a gallery at one moment; scanning it needs no lock.
 pub type Snapshot = Vec<Arc<Chunk>>;
+
+/// Faces that writes already checked and logged, but not yet applied, add or delete.
+///
+/// A write is checked against the gallery *as it will be* once every earlier write is applied:
+/// the stored faces, overlaid with this. Each write marks the ids it adds or deletes with a
+/// ticket, and clears its marks when it is applied (unless a later write marked them again).
+#[derive(Debug, Default)]
+pub struct Pending {
+    next_ticket: u64,
+    ids: HashMap<u64, (bool, u64)>,
+}
+
+impl Pending {
+    /// Whether `id` will exist once the pending writes are applied, if one of them touches it.
+    pub fn exists(&self, id: u64) -> Option<bool> {
+        self.ids.get(&id).map(|&(exists, _)| exists)
+    }
+
+    /// Marks `ids` as added (`exists`) or deleted by the next write; returns its ticket.
+    pub fn mark(&mut self, ids: impl Iterator<Item = u64>, exists: bool) -> u64 {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        for id in ids {
+            self.ids.insert(id, (exists, ticket));
+        }
+        ticket
+    }
+
+    /// Clears the marks of the write with `ticket`, now applied.
+    pub fn settle(&mut self, ids: impl Iterator<Item = u64>, ticket: u64) {
+        for id in ids {
+            if self.ids.get(&id).is_some_and(|&(_, marked_by)| marked_by == ticket) {
+                self.ids.remove(&id);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
 
 #[derive(Debug)]
 pub struct Gallery {
@@ -65,8 +107,61 @@ impl Gallery {
         }
     }
 
+    /// A gallery of chunks loaded from a snapshot. Fails on an id stored twice or a chunk whose
+    /// shape does not fit the schema and facen size.
+    pub fn from_chunks(schema: Arc<Schema>, dim: usize, chunks: Vec<Chunk>) -> Result<Gallery, String> {
+        let mut gallery = Gallery::new(schema, dim);
+        gallery.locations.reserve(chunks.iter().map(Chunk::len).sum());
+        for chunk in chunks.into_iter().filter(|chunk| !chunk.is_empty()) {
+            if chunk.dim() != dim {
+                return Err(format!("a chunk has {}-d vectors; facens are {dim}-d", chunk.dim()));
+            }
+            chunk.check_schema(&gallery.schema)?;
+            let index = gallery.chunks.len() as u32;
+            for (row, &id) in chunk.ids.iter().enumerate() {
+                if gallery.locations.insert(id, Location { chunk: index, row: row as u32 }).is_some() {
+                    return Err(format!("face {id} is stored twice"));
+                }
+            }
+            if chunk.len() < gallery.chunk_rows {
+                gallery.with_room.insert(index);
+            }
+            gallery.chunks.push(Arc::new(chunk));
+        }
+        Ok(gallery)
+    }
+
+    /// Rows a chunk of this gallery holds at most.
+    pub fn chunk_rows(&self) -> usize {
+        self.chunk_rows
+    }
+
     pub fn len(&self) -> usize {
         self.locations.len()
+    }
+
+    /// Moves every face to `schema`, which has the fields of the current one and maybe more
+    /// (anywhere in the list): a new field gets its default on every face.
+    pub fn reshape(&mut self, schema: Arc<Schema>) {
+        for chunk in &mut self.chunks {
+            let chunk = Arc::make_mut(chunk);
+            let mut old: Vec<Option<Column>> = std::mem::take(&mut chunk.columns).into_iter().map(Some).collect();
+            chunk.columns = schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    let kept = self.schema.position(&field.name).and_then(|at| old.get_mut(at)).and_then(Option::take);
+                    kept.unwrap_or_else(|| {
+                        let mut column = Column::new(field.field_type);
+                        for _ in 0..chunk.ids.len() {
+                            column.push(&field.default);
+                        }
+                        column
+                    })
+                })
+                .collect();
+        }
+        self.schema = schema;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,15 +181,21 @@ impl Gallery {
         Some(self.chunks[at.chunk as usize].face(at.row as usize))
     }
 
+    /// Whether face `id` exists once the `pending` writes are applied.
+    fn will_exist(&self, id: u64, pending: &Pending) -> bool {
+        pending.exists(id).unwrap_or_else(|| self.locations.contains_key(&id))
+    }
+
     /// Adds all faces or none: an id already stored, or twice in the batch, is a conflict.
     pub fn add(&mut self, faces: &[Face]) -> Result<()> {
-        self.check_add(faces)?;
+        self.check_add(faces, &Pending::default())?;
         self.insert(faces);
         Ok(())
     }
 
-    /// Whether `faces` can be added: well-formed, no id already stored or twice in the batch.
-    pub fn check_add(&self, faces: &[Face]) -> Result<()> {
+    /// Whether `faces` can be added after the `pending` writes: well-formed, no id stored or
+    /// twice in the batch.
+    pub fn check_add(&self, faces: &[Face], pending: &Pending) -> Result<()> {
         let mut seen = HashSet::with_capacity(faces.len());
         for face in faces {
             self.check_vector(face.id, &face.vector)?;
@@ -113,7 +214,7 @@ impl Gallery {
             for (position, value) in face.meta.iter().enumerate() {
                 self.check_meta(face.id, position, value)?;
             }
-            if self.locations.contains_key(&face.id) {
+            if self.will_exist(face.id, pending) {
                 return Err(Error::conflict(format!("face {} already exists", face.id))
                     .with_param("id")
                     .with_value(face.id));
@@ -184,20 +285,22 @@ impl Gallery {
     /// Deletes all the faces or none: one missing id is `NOT_FOUND` and nothing is deleted.
     /// An id given twice is deleted once.
     pub fn delete(&mut self, ids: &[u64]) -> Result<()> {
-        self.check_delete(ids)?;
+        self.check_delete(ids, &Pending::default())?;
         self.remove(ids);
         Ok(())
     }
 
-    pub fn check_delete(&self, ids: &[u64]) -> Result<()> {
-        match ids.iter().find(|id| !self.locations.contains_key(id)) {
+    /// Whether every face exists after the `pending` writes.
+    pub fn check_delete(&self, ids: &[u64], pending: &Pending) -> Result<()> {
+        match ids.iter().find(|&&id| !self.will_exist(id, pending)) {
             Some(&missing) => Err(Error::face_not_found(missing)),
             None => Ok(()),
         }
     }
 
-    /// Removes the faces of these ids that are stored.
-    pub fn remove(&mut self, ids: &[u64]) {
+    /// Removes the faces of these ids that are stored; returns how many it removed.
+    pub fn remove(&mut self, ids: &[u64]) -> usize {
+        let before = self.locations.len();
         for id in ids {
             let Some(at) = self.locations.remove(id) else { continue };
             let chunk = Arc::make_mut(&mut self.chunks[at.chunk as usize]);
@@ -206,16 +309,18 @@ impl Gallery {
             }
             self.with_room.insert(at.chunk);
         }
+        before - self.locations.len()
     }
 
     /// Applies all updates or none, and returns the updated faces in request order.
     pub fn update(&mut self, updates: &[FaceUpdate]) -> Result<Vec<Face>> {
-        self.check_update(updates)?;
+        self.check_update(updates, &Pending::default())?;
         Ok(self.apply(updates))
     }
 
-    /// Whether every face exists, none is named twice, and the new values fit.
-    pub fn check_update(&self, updates: &[FaceUpdate]) -> Result<()> {
+    /// Whether every face exists after the `pending` writes, none is named twice, and the new
+    /// values fit.
+    pub fn check_update(&self, updates: &[FaceUpdate], pending: &Pending) -> Result<()> {
         let mut seen = HashSet::with_capacity(updates.len());
         for update in updates {
             if let Some(vector) = &update.vector {
@@ -224,7 +329,7 @@ impl Gallery {
             for (position, value) in &update.meta {
                 self.check_meta(update.id, *position, value)?;
             }
-            if !self.locations.contains_key(&update.id) {
+            if !self.will_exist(update.id, pending) {
                 return Err(Error::face_not_found(update.id));
             }
             if !seen.insert(update.id) {

@@ -1,32 +1,45 @@
-//! The storage engine of a shard: named galleries of faces held in memory.
+//! The storage engine of a shard: named galleries of faces held in memory, changed through
+//! the write-ahead log.
 //!
 //! [`Engine`] is what the HTTP API and the bench harness call. It owns the galleries and the
-//! schema and facen size every gallery shares. Gallery-level operations (create, delete,
-//! list) take the engine's map lock; face operations take only their gallery's locks:
+//! schema and facen size every gallery shares. A write goes:
 //!
-//! - a **writer mutex** that serialises the writes to one gallery, so that a batch checked
-//!   whole (every id free, every id present) stays valid while it is applied;
-//! - the gallery's **RwLock**, which a write takes for one slice of [`WRITE_SLICE`] faces at a
-//!   time and a search only long enough to take a snapshot (see `gallery.rs`). A large batch
-//!   thus never keeps searches waiting for more than one slice. A search may see a batch
-//!   partly applied, never a batch that is then refused.
+//! 1. **encode** the operation for the log, in the calling thread (no lock held);
+//! 2. take the gallery's **writer mutex** and **check** the write against the gallery as it
+//!    will be once the writes already logged are applied (the [`Pending`] overlay), and against
+//!    the memory limit;
+//! 3. **submit** it to the log with the closure that applies it, and release the mutex;
+//! 4. **wait**: the log thread writes (and in `fsync` mode syncs) a whole round of writes at
+//!    once, then applies them in log order, then answers.
 //!
-//! Data lives in memory only; durability comes with the write-ahead log.
+//! So concurrent writers, to one gallery or to many, share fsyncs; memory changes in log order;
+//! and no reader sees a write before it is durable. A write applies to a gallery one slice of
+//! [`WRITE_SLICE`] faces at a time under the gallery's RwLock, which a search takes only long
+//! enough to take a snapshot (see `gallery.rs`): a large batch never keeps searches waiting for
+//! more than one slice. A search may see a batch partly applied, never one that is refused.
+//!
+//! Gallery create and delete are serialised by one mutex; a gallery being deleted refuses new
+//! face writes at once (404), and the writes logged before its delete are applied before it.
+//! [`Engine::replay`] applies logged entries at start, without logging them again.
 
 pub mod chunk;
 pub mod column;
 pub mod gallery;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::{Error, Result};
-use crate::schema::Schema;
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::{FieldType, Schema};
 use crate::search::{self, Hit, Query};
+use crate::wal::codec::{encode_op_ref, OpRef};
+use crate::wal::writer::{Waiter, Wal, WalConfig};
+use crate::wal::{Entry, Op};
 pub use chunk::Face;
-pub use gallery::{FaceUpdate, Gallery};
+pub use gallery::{FaceUpdate, Gallery, Pending, Snapshot};
 
 /// Settings every gallery of an engine shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +48,13 @@ pub struct EngineConfig {
     pub facen_size: usize,
     /// The largest `limit` a search may ask for.
     pub max_search_limit: usize,
+    /// Adds that would take the estimated memory of the faces past this fail with 507.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { facen_size: 128, max_search_limit: 10_000 }
+        EngineConfig { facen_size: 128, max_search_limit: 10_000, memory_limit: None }
     }
 }
 
@@ -66,54 +81,178 @@ pub fn check_gallery_name(name: &str) -> Result<()> {
 /// Faces a write applies under one hold of the gallery's write lock.
 pub const WRITE_SLICE: usize = 1024;
 
+/// The memory a face is counted for against `--memory-limit`: its vector, id, inverse norm,
+/// its entry in the id map, and a fixed slot per metadata field (a dictionary code for a
+/// string, the value for an unsigned, the vector header for a set). Distinct strings and set
+/// elements are not counted.
+pub fn face_bytes(schema: &Schema, facen_size: usize) -> u64 {
+    let meta: usize = schema
+        .fields()
+        .iter()
+        .map(|f| match f.field_type {
+            FieldType::String => 4,
+            FieldType::Unsigned => 8,
+            FieldType::StringSet | FieldType::UnsignedSet => 24,
+        })
+        .sum();
+    (facen_size * 4 + 8 + 8 + 32 + meta) as u64
+}
+
 /// A gallery and its locks.
 struct GalleryHandle {
-    writer: Mutex<()>,
+    /// Serialises the checks of writes to this gallery; holds what they will change.
+    writer: Mutex<Pending>,
     state: RwLock<Gallery>,
+    /// Set when a delete of the gallery is logged: later writes get 404.
+    deleted: AtomicBool,
+}
+
+impl GalleryHandle {
+    fn new(gallery: Gallery) -> Arc<GalleryHandle> {
+        Arc::new(GalleryHandle {
+            writer: Mutex::new(Pending::default()),
+            state: RwLock::new(gallery),
+            deleted: AtomicBool::new(false),
+        })
+    }
+}
+
+/// What the log thread's apply closures change.
+struct Shared {
+    facen_size: usize,
+    schema: RwLock<Arc<Schema>>,
+    galleries: RwLock<BTreeMap<String, Arc<GalleryHandle>>>,
+    /// Faces stored, plus those that logged adds will store: what the memory limit counts.
+    faces: AtomicU64,
+}
+
+impl Shared {
+    fn set_schema(&self, schema: Schema) {
+        let schema = Arc::new(schema);
+        for handle in self.galleries.read().values() {
+            handle.state.write().reshape(schema.clone());
+        }
+        *self.schema.write() = schema;
+    }
 }
 
 pub struct Engine {
-    schema: Arc<Schema>,
     config: EngineConfig,
-    galleries: RwLock<BTreeMap<String, Arc<GalleryHandle>>>,
+    shared: Arc<Shared>,
+    log: OnceLock<Wal>,
+    /// Serialises gallery create and delete.
+    ddl: Mutex<()>,
 }
 
 impl Engine {
-    pub fn new(schema: Schema, config: EngineConfig) -> Engine {
-        Engine { schema: Arc::new(schema), config, galleries: RwLock::new(BTreeMap::new()) }
+    /// An engine whose writes are kept in memory only (a log in mode `none`).
+    pub fn new(schema: Schema, config: EngineConfig) -> Result<Engine> {
+        let engine = Engine::recovering(schema, config);
+        engine.start_log(Wal::open(WalConfig::in_memory(), 1, 1).map_err(Error::internal)?)?;
+        Ok(engine)
     }
 
-    pub fn schema(&self) -> &Schema {
-        &self.schema
+    /// An engine that takes no writes until [`start_log`](Self::start_log): recovery fills it
+    /// with [`replay`](Self::replay) and [`insert_gallery`](Self::insert_gallery) first.
+    pub fn recovering(schema: Schema, config: EngineConfig) -> Engine {
+        let shared = Shared {
+            facen_size: config.facen_size,
+            schema: RwLock::new(Arc::new(schema)),
+            galleries: RwLock::new(BTreeMap::new()),
+            faces: AtomicU64::new(0),
+        };
+        Engine { config, shared: Arc::new(shared), log: OnceLock::new(), ddl: Mutex::new(()) }
+    }
+
+    /// Writes go through `log` from now on.
+    pub fn start_log(&self, log: Wal) -> Result<()> {
+        self.log.set(log).map_err(|_| Error::internal("the engine's log is already started"))
+    }
+
+    pub fn log(&self) -> Result<&Wal> {
+        self.log.get().ok_or_else(|| Error::internal("the database is still starting: writes are not open yet"))
+    }
+
+    /// The schema faces are stored in.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.shared.schema.read().clone()
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
+    /// Faces stored (and about to be): what the memory limit counts.
+    pub fn counted_faces(&self) -> u64 {
+        self.shared.faces.load(Ordering::Relaxed)
+    }
+
+    /// The estimated bytes of the stored faces (see [`face_bytes`]).
+    pub fn memory_used(&self) -> u64 {
+        self.counted_faces() * face_bytes(&self.schema(), self.config.facen_size)
+    }
+
     fn gallery(&self, name: &str) -> Result<Arc<GalleryHandle>> {
         check_gallery_name(name)?;
-        self.galleries.read().get(name).cloned().ok_or_else(|| Error::gallery_not_found(name))
+        self.shared.galleries.read().get(name).cloned().ok_or_else(|| Error::gallery_not_found(name))
+    }
+
+    /// Submits a checked write to the log; returns its waiter.
+    fn submit(&self, op: OpRef<'_>, apply: impl FnOnce() + Send + 'static) -> Result<Waiter> {
+        let payload = encode_op_ref(op).map_err(Error::internal)?;
+        Ok(self.log()?.submit(payload, Box::new(move |_| apply())))
+    }
+
+    /// Counts `faces` more against the memory limit, or refuses with 507.
+    fn reserve(&self, faces: usize) -> Result<()> {
+        let Some(limit) = self.config.memory_limit else {
+            self.shared.faces.fetch_add(faces as u64, Ordering::Relaxed);
+            return Ok(());
+        };
+        let per_face = face_bytes(&self.schema(), self.config.facen_size);
+        self.shared
+            .faces
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                now.checked_add(faces as u64).filter(|&total| total.saturating_mul(per_face) <= limit)
+            })
+            .map(drop)
+            .map_err(|now| {
+                Error::new(
+                    507,
+                    ErrorKind::InsufficientStorage,
+                    format!(
+                        "memory limit: adding {faces} faces would take the {now} faces stored to about {} bytes, \
+                         over the {limit} bytes of --memory-limit (about {per_face} bytes a face); \
+                         delete faces or raise the limit",
+                        (now + faces as u64) * per_face
+                    ),
+                )
+                .with_param("memory_limit")
+                .with_value(limit)
+            })
     }
 
     pub fn create_gallery(&self, name: &str) -> Result<()> {
         check_gallery_name(name)?;
-        let mut galleries = self.galleries.write();
-        if galleries.contains_key(name) {
+        let _ddl = self.ddl.lock();
+        if self.shared.galleries.read().contains_key(name) {
             return Err(Error::conflict("gallery already exists").with_param("name").with_value(name));
         }
-        let gallery = Gallery::new(self.schema.clone(), self.config.facen_size);
-        let handle = GalleryHandle { writer: Mutex::new(()), state: RwLock::new(gallery) };
-        galleries.insert(name.to_owned(), Arc::new(handle));
-        Ok(())
+        let (shared, owned) = (self.shared.clone(), name.to_owned());
+        let waiter = self.submit(OpRef::CreateGallery { name }, move || shared.create(owned))?;
+        acknowledged(waiter)
     }
 
     pub fn delete_gallery(&self, name: &str) -> Result<()> {
-        check_gallery_name(name)?;
-        match self.galleries.write().remove(name) {
-            Some(_) => Ok(()),
-            None => Err(Error::gallery_not_found(name)),
-        }
+        let _ddl = self.ddl.lock();
+        let handle = self.gallery(name)?;
+        let waiter = {
+            let _writer = handle.writer.lock();
+            handle.deleted.store(true, Ordering::SeqCst);
+            let (shared, owned) = (self.shared.clone(), name.to_owned());
+            self.submit(OpRef::DeleteGallery { name }, move || shared.delete(&owned))?
+        };
+        acknowledged(waiter)
     }
 
     /// The number of faces in a gallery.
@@ -124,43 +263,186 @@ impl Engine {
     /// All galleries in name order.
     pub fn list_galleries(&self) -> Vec<GalleryInfo> {
         let galleries: Vec<(String, Arc<GalleryHandle>)> =
-            self.galleries.read().iter().map(|(name, g)| (name.clone(), g.clone())).collect();
+            self.shared.galleries.read().iter().map(|(name, g)| (name.clone(), g.clone())).collect();
         galleries.into_iter().map(|(name, g)| GalleryInfo { name, faces: g.state.read().len() }).collect()
+    }
+
+    /// Takes a gallery's writer mutex for a write: refuses if its delete is logged.
+    fn writer<'a>(name: &str, handle: &'a GalleryHandle) -> Result<parking_lot::MutexGuard<'a, Pending>> {
+        let pending = handle.writer.lock();
+        if handle.deleted.load(Ordering::SeqCst) {
+            return Err(Error::gallery_not_found(name));
+        }
+        Ok(pending)
     }
 
     /// Adds faces, all or none. Vectors must have `facen_size` components and meta one
     /// value per schema field, of its type (the wire layer builds them so).
-    pub fn add_faces(&self, name: &str, faces: &[Face]) -> Result<()> {
-        let gallery = self.gallery(name)?;
-        let _writer = gallery.writer.lock();
-        gallery.state.read().check_add(faces)?;
-        for slice in faces.chunks(WRITE_SLICE) {
-            gallery.state.write().insert(slice);
-        }
-        Ok(())
+    pub fn add_faces(&self, name: &str, faces: Vec<Face>) -> Result<()> {
+        let handle = self.gallery(name)?;
+        let log = self.log()?;
+        let waiter = {
+            let mut pending = Engine::writer(name, &handle)?;
+            handle.state.read().check_add(&faces, &pending)?;
+            self.reserve(faces.len())?;
+            let ticket = pending.mark(faces.iter().map(|f| f.id), true);
+            let payload = encode_op_ref(OpRef::AddFaces { gallery: name, faces: &faces });
+            let payload = payload.inspect_err(|_| self.unreserve(faces.len())).map_err(Error::internal)?;
+            let target = handle.clone();
+            log.submit(
+                payload,
+                Box::new(move |_| {
+                    for slice in faces.chunks(WRITE_SLICE) {
+                        target.state.write().insert(slice);
+                    }
+                    target.writer.lock().settle(faces.iter().map(|f| f.id), ticket);
+                }),
+            )
+        };
+        acknowledged(waiter)
+    }
+
+    fn unreserve(&self, faces: usize) {
+        self.shared.faces.fetch_sub(faces as u64, Ordering::Relaxed);
     }
 
     /// Deletes faces, all or none (an id given twice is deleted once).
-    pub fn delete_faces(&self, name: &str, ids: &[u64]) -> Result<()> {
-        let gallery = self.gallery(name)?;
-        let _writer = gallery.writer.lock();
-        gallery.state.read().check_delete(ids)?;
-        for slice in ids.chunks(WRITE_SLICE) {
-            gallery.state.write().remove(slice);
+    pub fn delete_faces(&self, name: &str, ids: Vec<u64>) -> Result<()> {
+        let handle = self.gallery(name)?;
+        let log = self.log()?;
+        let waiter = {
+            let mut pending = Engine::writer(name, &handle)?;
+            handle.state.read().check_delete(&ids, &pending)?;
+            let ticket = pending.mark(ids.iter().copied(), false);
+            let payload = encode_op_ref(OpRef::DeleteFaces { gallery: name, ids: &ids }).map_err(Error::internal)?;
+            let (target, shared) = (handle.clone(), self.shared.clone());
+            log.submit(
+                payload,
+                Box::new(move |_| {
+                    for slice in ids.chunks(WRITE_SLICE) {
+                        let removed = target.state.write().remove(slice);
+                        shared.faces.fetch_sub(removed as u64, Ordering::Relaxed);
+                    }
+                    target.writer.lock().settle(ids.iter().copied(), ticket);
+                }),
+            )
+        };
+        acknowledged(waiter)
+    }
+
+    /// Updates faces, all or none; returns them as they are now, in request order.
+    pub fn update_faces(&self, name: &str, updates: Vec<FaceUpdate>) -> Result<Vec<Face>> {
+        let handle = self.gallery(name)?;
+        let log = self.log()?;
+        let (result, updated) = mpsc::sync_channel(1);
+        let waiter = {
+            let pending = Engine::writer(name, &handle)?;
+            handle.state.read().check_update(&updates, &pending)?;
+            let payload =
+                encode_op_ref(OpRef::UpdateFaces { gallery: name, updates: &updates }).map_err(Error::internal)?;
+            let target = handle.clone();
+            log.submit(
+                payload,
+                Box::new(move |_| {
+                    let mut faces = Vec::with_capacity(updates.len());
+                    for slice in updates.chunks(WRITE_SLICE) {
+                        faces.extend(target.state.write().apply(slice));
+                    }
+                    let _ = result.send(faces);
+                }),
+            )
+        };
+        acknowledged(waiter)?;
+        updated.recv().map_err(|_| Error::internal("an applied update did not return its faces"))
+    }
+
+    /// Logs a new schema that only adds fields to the current one (the caller checked), and
+    /// gives every stored face the new fields' defaults.
+    pub fn change_schema(&self, schema: Schema) -> Result<()> {
+        let text = schema.to_yaml();
+        let shared = self.shared.clone();
+        let op = OpRef::Configure { schema: &text, facen_size: self.config.facen_size as u64 };
+        acknowledged(self.submit(op, move || shared.set_schema(schema))?)
+    }
+
+    /// Logs the schema and facen size of a new database.
+    pub fn record_configuration(&self) -> Result<()> {
+        let text = self.schema().to_yaml();
+        let op = OpRef::Configure { schema: &text, facen_size: self.config.facen_size as u64 };
+        acknowledged(self.submit(op, || {})?)
+    }
+
+    /// Applies a logged entry at start. Faces are checked as when they were first written; a
+    /// failing check means the log does not fit the state it is replayed onto.
+    pub fn replay(&self, entry: &Entry) -> Result<()> {
+        match &entry.op {
+            Op::Configure { schema, facen_size } => {
+                if *facen_size != self.config.facen_size as u64 {
+                    return Err(Error::internal(format!(
+                        "the log changes the facen size to {facen_size}; this database has {}",
+                        self.config.facen_size
+                    )));
+                }
+                self.shared.set_schema(Schema::from_yaml(schema, "the logged schema").map_err(Error::internal)?);
+            }
+            Op::CreateGallery { name } => {
+                if self.shared.galleries.read().contains_key(name) {
+                    return Err(Error::conflict("gallery already exists").with_param("name").with_value(name.as_str()));
+                }
+                self.shared.create(name.clone());
+            }
+            Op::DeleteGallery { name } => {
+                self.gallery(name)?;
+                self.shared.delete(name);
+            }
+            Op::AddFaces { gallery, faces } => {
+                self.gallery(gallery)?.state.write().add(faces)?;
+                self.shared.faces.fetch_add(faces.len() as u64, Ordering::Relaxed);
+            }
+            Op::UpdateFaces { gallery, updates } => {
+                self.gallery(gallery)?.state.write().update(updates)?;
+            }
+            Op::DeleteFaces { gallery, ids } => {
+                let handle = self.gallery(gallery)?;
+                let mut state = handle.state.write();
+                state.check_delete(ids, &Pending::default())?;
+                let removed = state.remove(ids);
+                self.shared.faces.fetch_sub(removed as u64, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
-    /// Updates faces, all or none; returns them as they are now, in request order.
-    pub fn update_faces(&self, name: &str, updates: &[FaceUpdate]) -> Result<Vec<Face>> {
-        let gallery = self.gallery(name)?;
-        let _writer = gallery.writer.lock();
-        gallery.state.read().check_update(updates)?;
-        let mut faces = Vec::with_capacity(updates.len());
-        for slice in updates.chunks(WRITE_SLICE) {
-            faces.extend(gallery.state.write().apply(slice));
+    /// Adds a whole gallery (loaded from a snapshot) while recovering.
+    pub fn insert_gallery(&self, name: &str, gallery: Gallery) -> Result<()> {
+        check_gallery_name(name)?;
+        let mut galleries = self.shared.galleries.write();
+        if galleries.contains_key(name) {
+            return Err(Error::conflict("gallery appears twice").with_param("name").with_value(name));
         }
-        Ok(faces)
+        self.shared.faces.fetch_add(gallery.len() as u64, Ordering::Relaxed);
+        galleries.insert(name.to_owned(), GalleryHandle::new(gallery));
+        Ok(())
+    }
+
+    /// The chunks of every gallery at the point between two log rounds where every write up to
+    /// the returned index is applied and no later one: what a snapshot writes. With a log in a
+    /// file, the log also starts a new segment there.
+    pub fn checkpoint(&self) -> Result<(u64, Vec<(String, Snapshot)>)> {
+        let (sender, images) = mpsc::sync_channel(1);
+        let shared = self.shared.clone();
+        let waiter = self.log()?.barrier(
+            true,
+            Box::new(move |_| {
+                let galleries = shared.galleries.read();
+                let taken: Vec<(String, Snapshot)> =
+                    galleries.iter().map(|(name, handle)| (name.clone(), handle.state.read().snapshot())).collect();
+                let _ = sender.send(taken);
+            }),
+        );
+        let index = waiter.wait().map_err(|e| Error::internal(format!("write-ahead log: {e}")))?;
+        let taken = images.recv().map_err(|_| Error::internal("the checkpoint did not run"))?;
+        Ok((index, taken))
     }
 
     pub fn get_face(&self, name: &str, id: u64) -> Result<Face> {
@@ -182,6 +464,24 @@ impl Engine {
         };
         Ok(search::run(&snapshot, query, candidates.as_deref()))
     }
+}
+
+impl Shared {
+    fn create(&self, name: String) {
+        let gallery = Gallery::new(self.schema.read().clone(), self.facen_size);
+        self.galleries.write().insert(name, GalleryHandle::new(gallery));
+    }
+
+    fn delete(&self, name: &str) {
+        if let Some(handle) = self.galleries.write().remove(name) {
+            self.faces.fetch_sub(handle.state.read().len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Waits for a submitted write; a log failure is a 500 that names the log.
+fn acknowledged(waiter: Waiter) -> Result<()> {
+    waiter.wait().map(drop).map_err(|e| Error::internal(format!("write-ahead log: {e}")))
 }
 
 fn group_by_chunk(sorted: &[(u32, u32)]) -> Vec<(u32, Vec<u32>)> {

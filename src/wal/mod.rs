@@ -34,11 +34,31 @@ use crate::store::{Face, FaceUpdate};
 /// A change to the database, as logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    CreateGallery { name: String },
-    DeleteGallery { name: String },
-    AddFaces { gallery: String, faces: Vec<Face> },
-    UpdateFaces { gallery: String, updates: Vec<FaceUpdate> },
-    DeleteFaces { gallery: String, ids: Vec<u64> },
+    /// The schema (as [`Schema::to_yaml`](crate::schema::Schema::to_yaml)) and facen size the
+    /// entries after it are written in: the first entry of a new database, and again after an
+    /// allowed schema change.
+    Configure {
+        schema: String,
+        facen_size: u64,
+    },
+    CreateGallery {
+        name: String,
+    },
+    DeleteGallery {
+        name: String,
+    },
+    AddFaces {
+        gallery: String,
+        faces: Vec<Face>,
+    },
+    UpdateFaces {
+        gallery: String,
+        updates: Vec<FaceUpdate>,
+    },
+    DeleteFaces {
+        gallery: String,
+        ids: Vec<u64>,
+    },
 }
 
 /// One record of the log.

@@ -201,7 +201,8 @@ fn config_file_and_flags_over_it() {
     assert_error(&r, 413, "BAD_PARAM", Some("body"), None);
     drop(s);
 
-    // flags win over the file
+    // flags win over the file (a new data dir: the first one holds 4-d facens)
+    let other = TempDir::new("config-flags");
     let s = Server::launch(
         &[
             "serve".into(),
@@ -211,6 +212,8 @@ fn config_file_and_flags_over_it() {
             "7".into(),
             "--facen-size".into(),
             "8".into(),
+            "--data-dir".into(),
+            other.path().display().to_string(),
         ],
         None,
         true,

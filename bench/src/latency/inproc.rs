@@ -28,7 +28,8 @@ const MAX_SEARCH_LIMIT: usize = 10_000;
 
 /// A fresh engine with the bench schema and an empty gallery.
 pub fn new_engine(dim: usize) -> Result<Engine> {
-    let engine = Engine::new(data::schema()?, EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT });
+    let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, memory_limit: None };
+    let engine = Engine::new(data::schema()?, config)?;
     engine.create_gallery(GALLERY)?;
     Ok(engine)
 }
@@ -42,7 +43,7 @@ pub fn load(engine: &Engine, gen: &DataGen, size: usize) -> Result<Duration> {
         let end = (done + BATCH).min(size);
         let faces = gen.faces(done as u64..end as u64);
         let started = Instant::now();
-        engine.add_faces(GALLERY, &faces).context("adding a batch of faces")?;
+        engine.add_faces(GALLERY, faces).context("adding a batch of faces")?;
         adding += started.elapsed();
         done = end;
         progress.update(done);
@@ -55,7 +56,7 @@ pub fn queries(engine: &Engine, gen: &DataGen, count: usize, limit: usize, filte
     (0..count as u64)
         .map(|i| {
             let body = data::search_body(&gen.query(i), limit, filter);
-            Ok(parse_query(&body, engine.schema(), gen.dim(), MAX_SEARCH_LIMIT)?)
+            Ok(parse_query(&body, &engine.schema(), gen.dim(), MAX_SEARCH_LIMIT)?)
         })
         .collect()
 }
@@ -96,7 +97,7 @@ pub fn time_searches(
 pub fn check_exact_match(engine: &Engine, gen: &DataGen, id: u64) -> Result<()> {
     let face: Face = gen.face(id);
     let body = data::search_body(&face.vector, 1, MetaFilter::None);
-    let query = parse_query(&body, engine.schema(), gen.dim(), MAX_SEARCH_LIMIT)?;
+    let query = parse_query(&body, &engine.schema(), gen.dim(), MAX_SEARCH_LIMIT)?;
     let hits = engine.search(GALLERY, &query)?;
     match hits.first() {
         Some(hit) if hit.face.id == id && hit.score.is_some_and(|s| s > 0.9999) => Ok(()),

@@ -378,7 +378,7 @@ pub fn add_under_load(args: AddArgs) -> Result<()> {
                         },
                         adds,
                         pause,
-                        |k| Ok(engine.add_faces(inproc::GALLERY, std::slice::from_ref(&faces[k]))?),
+                        |k| Ok(engine.add_faces(inproc::GALLERY, vec![faces[k].clone()])?),
                     )?;
                     next_id += adds as u64;
                     let stored = engine.gallery_size(inproc::GALLERY)?;
