@@ -245,21 +245,14 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     Ok(value)
 }
 
-/// The numbers stored as raw little-endian arrays: `f32` and `f64`.
-///
-/// # Safety
-///
-/// An implementing type has no padding and every bit pattern of its size is a valid value:
-/// [`le_bytes`] and [`extend_from_le`] reinterpret memory as it and back.
-pub unsafe trait Raw: Copy {
-    const SIZE: usize;
+/// The numbers stored as raw little-endian arrays: `f32` and `f64`. `bytemuck::Pod` lets
+/// their memory be viewed as bytes and back without `unsafe` here.
+pub trait Raw: bytemuck::Pod {
     fn from_le(bytes: &[u8]) -> Self;
     fn to_le(self) -> impl IntoIterator<Item = u8>;
 }
 
-// SAFETY: plain 4 bytes, any of which are an f32.
-unsafe impl Raw for f32 {
-    const SIZE: usize = 4;
+impl Raw for f32 {
     fn from_le(bytes: &[u8]) -> f32 {
         let mut le = [0u8; 4];
         le.copy_from_slice(bytes);
@@ -270,9 +263,7 @@ unsafe impl Raw for f32 {
     }
 }
 
-// SAFETY: plain 8 bytes, any of which are an f64.
-unsafe impl Raw for f64 {
-    const SIZE: usize = 8;
+impl Raw for f64 {
     fn from_le(bytes: &[u8]) -> f64 {
         let mut le = [0u8; 8];
         le.copy_from_slice(bytes);
@@ -286,10 +277,7 @@ unsafe impl Raw for f64 {
 /// The little-endian bytes of `values`: the values' own memory on a little-endian machine.
 pub fn le_bytes<T: Raw>(values: &[T]) -> Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
-        // SAFETY: `T: Raw` has no padding, so every byte of `values` is initialised, `u8`
-        // needs no alignment, and the byte slice borrows `values` for its whole life.
-        let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
-        Cow::Borrowed(bytes)
+        Cow::Borrowed(bytemuck::cast_slice(values))
     } else {
         Cow::Owned(values.iter().flat_map(|v| v.to_le()).collect())
     }
@@ -299,15 +287,13 @@ pub fn le_bytes<T: Raw>(values: &[T]) -> Cow<'_, [u8]> {
 /// little-endian machine with `bytes` aligned for `T` (a body of a mapped snapshot is), this is
 /// one `memcpy`.
 pub fn extend_from_le<T: Raw>(out: &mut Vec<T>, bytes: &[u8]) {
-    debug_assert_eq!(bytes.len() % T::SIZE, 0);
+    let size = std::mem::size_of::<T>();
+    debug_assert_eq!(bytes.len() % size, 0);
     if cfg!(target_endian = "little") {
-        // SAFETY: any bytes of the size of a `T: Raw` are a valid `T`;
-        // `align_to` only hands out the part of `bytes` that is aligned for `T`.
-        let (head, values, tail) = unsafe { bytes.align_to::<T>() };
-        if head.is_empty() && tail.is_empty() {
+        if let Ok(values) = bytemuck::try_cast_slice::<u8, T>(bytes) {
             out.extend_from_slice(values);
             return;
         }
     }
-    out.extend(bytes.chunks_exact(T::SIZE).map(T::from_le));
+    out.extend(bytes.chunks_exact(size).map(T::from_le));
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBodyRef, BLOCK, DIMS};
 use crate::snapshot::{file_name, GalleryImage, Written, TEMP_SUFFIX};
 use crate::store::chunk::Chunk;
+use crate::wal::writer::sync_dir;
 
 const BUFFER_BYTES: usize = 1 << 20;
 
@@ -131,8 +132,4 @@ impl Sections {
     fn error(&self, problem: String) -> String {
         format!("{}: {problem}", self.path.display())
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot fsync directory {}: {e}", dir.display()))
 }
