@@ -124,6 +124,16 @@ impl Database {
             recovery,
             _lock: lock,
         });
+        if !database.recovery.skipped.is_empty() {
+            // The skipped records stay in the log; a snapshot past them lets the next start do
+            // without --force-recovery.
+            match database.snapshot() {
+                Ok(info) => {
+                    tracing::warn!(index = info.index, "--force-recovery: took a snapshot past the skipped records")
+                }
+                Err(e) => tracing::error!("--force-recovery: the snapshot after recovery failed: {e}"),
+            }
+        }
         snapshots::start_timer(&database);
         Ok(database)
     }
