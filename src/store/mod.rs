@@ -250,7 +250,8 @@ impl Engine {
             let _writer = handle.writer.lock();
             handle.deleted.store(true, Ordering::SeqCst);
             let (shared, owned) = (self.shared.clone(), name.to_owned());
-            self.submit(OpRef::DeleteGallery { name }, move || shared.delete(&owned))?
+            self.submit(OpRef::DeleteGallery { name }, move || shared.delete(&owned))
+                .inspect_err(|_| handle.deleted.store(false, Ordering::SeqCst))?
         };
         acknowledged(waiter)
     }
@@ -498,6 +499,91 @@ fn group_by_chunk(sorted: &[(u32, u32)]) -> Vec<(u32, Vec<u32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::MetaValue;
+    use crate::wal::recover::{read_log, ReadOptions};
+    use crate::wal::WalMode;
+
+    fn schema() -> Schema {
+        Schema::from_yaml("- {id: 1, name: cam, field_type: string}\n", "test").unwrap()
+    }
+
+    fn config() -> EngineConfig {
+        EngineConfig { facen_size: 2, ..EngineConfig::default() }
+    }
+
+    /// Many threads racing on the same few ids: whatever the log accepted replays onto a fresh
+    /// engine without a refusal, to the same faces. That holds only if every write was checked
+    /// against the writes logged before it and memory changed in log order.
+    #[test]
+    fn racing_writers_leave_a_log_that_replays_to_the_same_state() {
+        let dir = std::env::temp_dir().join(format!("facedb-engine-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Arc::new(Engine::recovering(schema(), config()));
+        let wal = WalConfig { dir: dir.clone(), mode: WalMode::Write, segment_bytes: 1 << 20 };
+        engine.start_log(Wal::open(wal, 1, 1).unwrap()).unwrap();
+        engine.create_gallery("g").unwrap();
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    let mut x = t * 7919 + 1;
+                    let mut accepted = 0;
+                    for _ in 0..300 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let id = x % 12;
+                        let face = |id: u64| Face {
+                            id,
+                            vector: vec![id as f32, t as f32],
+                            meta: vec![MetaValue::String(format!("t{t}"))],
+                        };
+                        let result = match (x >> 32) % 3 {
+                            0 => engine.add_faces("g", vec![face(id), face(id + 100)]),
+                            1 => engine.delete_faces("g", vec![id, id + 100]),
+                            _ => {
+                                let update = FaceUpdate { id, vector: Some(vec![1.0, t as f32]), meta: vec![] };
+                                engine.update_faces("g", vec![update]).map(drop)
+                            }
+                        };
+                        accepted += u32::from(result.is_ok());
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let accepted: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(accepted > 100, "only {accepted} writes were accepted: the race did not happen");
+        let log = read_log(&dir, &ReadOptions::default()).unwrap();
+        let replayed = Engine::recovering(schema(), config());
+        for entry in &log.entries {
+            replayed.replay(entry).unwrap_or_else(|e| panic!("entry {}: {}", entry.index, e.message));
+        }
+        let faces = |engine: &Engine| {
+            let mut all: Vec<Face> = (0..112).filter_map(|id| engine.get_face("g", id).ok()).collect();
+            all.sort_by_key(|f| f.id);
+            all
+        };
+        assert_eq!(faces(&replayed), faces(&engine));
+        assert_eq!(replayed.counted_faces(), engine.counted_faces());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_add_past_the_memory_limit_is_refused_whole() {
+        let per_face = face_bytes(&schema(), 2);
+        let engine = Engine::new(schema(), EngineConfig { memory_limit: Some(per_face * 3), ..config() }).unwrap();
+        engine.create_gallery("g").unwrap();
+        let face = |id| Face { id, vector: vec![1.0, 0.0], meta: vec![MetaValue::String(String::new())] };
+        engine.add_faces("g", vec![face(1), face(2)]).unwrap();
+        let refused = engine.add_faces("g", vec![face(3), face(4)]).unwrap_err();
+        assert_eq!((refused.code, refused.param.as_deref()), (507, Some("memory_limit")));
+        assert_eq!(engine.gallery_size("g").unwrap(), 2);
+        engine.add_faces("g", vec![face(3)]).unwrap();
+        engine.delete_faces("g", vec![1]).unwrap();
+        engine.add_faces("g", vec![face(4)]).unwrap();
+        assert_eq!(engine.memory_used(), per_face * 3);
+    }
 
     #[test]
     fn gallery_names_cannot_leave_the_data_dir() {
