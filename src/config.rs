@@ -120,7 +120,8 @@ impl ServeSettings {
             .ok_or_else(|| format!("wal_mode: {wal_mode_text:?} is not one of none, write, fsync"))?;
         let checkpoint_count = self.checkpoint_count.unwrap_or(3);
         if checkpoint_count == 0 {
-            return Err("checkpoint_count: must be at least 1 (the newest snapshot is always kept)".to_owned());
+            return Err("checkpoint_count: 0 is too small; it must be at least 1 (the newest snapshot is always kept)"
+                .to_owned());
         }
         let memory_limit = self.memory_limit.map(|text| parse_bytes("memory_limit", &text)).transpose()?;
         let wal_segment_bytes = match self.wal_segment_bytes {

@@ -56,6 +56,9 @@ pub struct Recovery {
     pub snapshot: Option<(u64, PathBuf)>,
     /// Snapshots that could not be read, with why.
     pub bad_snapshots: Vec<String>,
+    /// Their indices and files; after a successful start they are renamed to `*.snap.corrupt`,
+    /// out of the way of retention and of later starts.
+    pub unreadable: Vec<(u64, PathBuf)>,
     pub replayed: usize,
     pub truncated: Option<(PathBuf, u64)>,
     /// Log records skipped by `--force-recovery`: file, offset, bytes, why.
@@ -99,6 +102,7 @@ impl Database {
             tracing::info!(added = ?added, "schema: added fields; every stored face has their defaults");
         }
         recovery.schema_added = added;
+        set_aside(&recovery.unreadable)?;
         recovery.seconds = started.elapsed().as_secs_f64();
         if let Some(limit) = engine_config.memory_limit {
             if engine.memory_used() > limit {
@@ -204,6 +208,21 @@ fn mode_name(mode: WalMode) -> &'static str {
     }
 }
 
+/// Renames unreadable snapshots to `NAME.snap.corrupt`: kept for inspection, but no longer
+/// listed, so that retention never keeps one as the newest snapshot.
+fn set_aside(unreadable: &[(u64, PathBuf)]) -> Result<(), String> {
+    for (_, path) in unreadable {
+        let aside = path.with_extension("snap.corrupt");
+        std::fs::rename(path, &aside)
+            .map_err(|e| format!("cannot rename the unreadable snapshot {} aside: {e}", path.display()))?;
+        tracing::warn!(file = %aside.display(), "set the unreadable snapshot aside");
+    }
+    if let Some(dir) = unreadable.first().and_then(|(_, path)| path.parent()) {
+        crate::wal::writer::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 /// Creates the data directory if need be and takes its lock.
 fn lock_data_dir(dir: &Path) -> Result<File, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
@@ -243,9 +262,46 @@ fn recover(
     config: &DurableConfig,
     recovery: &mut Recovery,
 ) -> Result<(Engine, u64, Option<Schema>), String> {
-    let (wal_dir, snapshot_dir) = (config.data_dir.join("wal"), config.data_dir.join("snapshots"));
-    let first_logged = segments(&wal_dir)?.first().map(|(first, _)| *first);
+    let snapshot_dir = config.data_dir.join("snapshots");
     let mut candidates = snapshot::list(&snapshot_dir)?;
+    let (engine, next_index, recorded) = load_and_replay(&mut candidates, schema, engine_config, config, recovery)?;
+    // Every snapshot that could not be read held writes up to its index: recovery must reach
+    // at least that far, or those writes are lost.
+    let reached = next_index - 1;
+    let Some(&(newest_bad, ref path)) = recovery.unreadable.iter().max_by_key(|(index, _)| *index) else {
+        return Ok((engine, next_index, recorded));
+    };
+    if newest_bad <= reached {
+        return Ok((engine, next_index, recorded));
+    }
+    let loss = format!(
+        "snapshot {} (index {newest_bad}) cannot be read, and what is left (older snapshots and the log) reaches \
+         only index {reached}: the writes from {} to {newest_bad} would be lost",
+        path.display(),
+        reached + 1
+    );
+    if !config.force_recovery {
+        return Err(format!(
+            "cannot recover everything: {loss} ({}). Put back the snapshot from a backup, or start with \
+             --force-recovery to accept the loss.",
+            recovery.bad_snapshots.join("; ")
+        ));
+    }
+    tracing::error!("--force-recovery: {loss}; starting without them");
+    // New entries and snapshots must sort after the unreadable one.
+    Ok((engine, next_index.max(newest_bad + 1), recorded))
+}
+
+/// Tries the snapshots newest first; replays the log after the first that reads back.
+fn load_and_replay(
+    candidates: &mut Vec<(u64, PathBuf)>,
+    schema: &Schema,
+    engine_config: &EngineConfig,
+    config: &DurableConfig,
+    recovery: &mut Recovery,
+) -> Result<(Engine, u64, Option<Schema>), String> {
+    let wal_dir = config.data_dir.join("wal");
+    let first_logged = segments(&wal_dir)?.first().map(|(first, _)| *first);
     loop {
         let Some((index, path)) = candidates.pop() else {
             // No snapshot (left): the whole log, which must then start at the beginning.
@@ -273,6 +329,7 @@ fn recover(
             Err(e) => {
                 tracing::error!("snapshot {}: {e}; falling back to the one before", path.display());
                 recovery.bad_snapshots.push(e);
+                recovery.unreadable.push((index, path));
                 continue;
             }
         };

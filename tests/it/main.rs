@@ -7,6 +7,7 @@
 //! searches with a naive oracle (`prop_search`).
 
 mod common;
+mod durability;
 mod errors;
 mod faces;
 mod filters;
