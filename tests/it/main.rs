@@ -7,6 +7,7 @@
 //! searches with a naive oracle (`prop_search`).
 
 mod common;
+mod crash;
 mod durability;
 mod errors;
 mod faces;
