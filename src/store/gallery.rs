@@ -73,10 +73,6 @@ impl Pending {
             }
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
 }
 
 #[derive(Debug)]
@@ -129,11 +125,6 @@ impl Gallery {
             gallery.chunks.push(Arc::new(chunk));
         }
         Ok(gallery)
-    }
-
-    /// Rows a chunk of this gallery holds at most.
-    pub fn chunk_rows(&self) -> usize {
-        self.chunk_rows
     }
 
     pub fn len(&self) -> usize {

@@ -59,11 +59,15 @@ pub fn header(first_index: u64) -> [u8; HEADER_LEN] {
     header
 }
 
-/// Appends the record of `payload` to `out`.
-pub fn push_record(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+/// Appends the record whose payload is the concatenation of `parts` to `out` (the log writer
+/// passes an entry's index and term, then its op encoded by the request thread).
+pub fn push_record(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let mut crc = crc32fast::Hasher::new();
+    parts.iter().for_each(|part| crc.update(part));
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    parts.iter().for_each(|part| out.extend_from_slice(part));
 }
 
 /// What a segment holds.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use crate::wal::segment::{file_name, header, scan};
+use crate::wal::segment::{file_name, header, push_record, scan};
 use crate::wal::{codec, Op, WalMode};
 
 /// Where and how the log is written.
@@ -184,7 +184,7 @@ impl LogThread {
         let first = self.next_index;
         let mut buffer = Vec::with_capacity(round.iter().map(|(op, _, _)| op.len() + 24).sum());
         for (offset, (op, _, _)) in round.iter().enumerate() {
-            push_entry_record(&mut buffer, &codec::stamp(first + offset as u64, self.term), op);
+            push_record(&mut buffer, &[&codec::stamp(first + offset as u64, self.term), op]);
         }
         let last = first + round.len() as u64 - 1;
         let written = self.writer.write(&buffer, &self.stats).and_then(|()| {
@@ -229,17 +229,6 @@ impl LogThread {
         run(last);
         let _ = reply.send(Ok(last));
     }
-}
-
-/// Appends one record whose payload is `stamp` followed by `op` (see `segment.rs`).
-fn push_entry_record(out: &mut Vec<u8>, stamp: &[u8], op: &[u8]) {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(stamp);
-    crc.update(op);
-    out.extend_from_slice(&((stamp.len() + op.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(stamp);
-    out.extend_from_slice(op);
 }
 
 /// The open segment.
