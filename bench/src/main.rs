@@ -10,13 +10,15 @@
 //! It exits non-zero when a check fails (failed requests, recall of exact search below 1,
 //! insane latencies...).
 //!
-//! Subcommands beside it: `prepare` (datasets and ground truth only, e.g. for the peers), and
-//! the earlier measurements `search` and `add-under-load` (`latency/`), whose figures are in
-//! `docs/benchmarks.md`.
+//! Subcommands beside it: `prepare` (datasets and ground truth only, e.g. for the peers),
+//! `durability` (the figures of issue 4: ingest per `wal_mode`, snapshot write time and size,
+//! write stalls during a snapshot, restart times; `durability/`), and the earlier measurements
+//! `search` and `add-under-load` (`latency/`), whose figures are in `docs/benchmarks.md`.
 
 mod backend;
 mod client;
 mod dataset;
+mod durability;
 mod harness;
 mod latency;
 mod machine;
@@ -60,6 +62,9 @@ struct Cli {
 enum Command {
     /// Write the datasets of a profile and their ground truth (nothing else); prints their dirs.
     Prepare(DataArgs),
+    /// Durability (issue 4): ingest rate per wal_mode, snapshot write time and size, the
+    /// longest write stall during a snapshot, restart time from a snapshot and from the log.
+    Durability(durability::DurabilityArgs),
     /// (Earlier issue) exact top-k search latency: unfiltered and 10%-filtered, one core, all
     /// cores, HTTP.
     Search(latency::SearchArgs),
@@ -217,10 +222,14 @@ fn bench(args: BenchArgs) -> Result<bool> {
         peers_script: args.peers_script.clone().unwrap_or_else(|| machine::repo_root().join("bench/peers/run.sh")),
         peers_args: args.peers_args.clone(),
     };
-    let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>();
-    let command = std::iter::once("facedb-bench".to_owned()).chain(command.into_iter().skip(1)).collect::<Vec<_>>();
-    let results = harness::run(&settings, command.join(" "))?;
+    let results = harness::run(&settings, command_line())?;
     Ok(results.passed)
+}
+
+/// This run's command line as it could be typed again (`facedb-bench ...`).
+fn command_line() -> String {
+    let args = std::env::args().skip(1).map(|a| if a.contains(' ') { format!("'{a}'") } else { a });
+    std::iter::once("facedb-bench".to_owned()).chain(args).collect::<Vec<_>>().join(" ")
 }
 
 fn prepare(args: DataArgs) -> Result<()> {
@@ -239,6 +248,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         None => bench(cli.bench),
         Some(Command::Prepare(args)) => prepare(args).map(|()| true),
+        Some(Command::Durability(args)) => durability::run(args, command_line()).map(|()| true),
         Some(Command::Search(args)) => latency::search(args).map(|()| true),
         Some(Command::AddUnderLoad(args)) => latency::add_under_load(args).map(|()| true),
     };

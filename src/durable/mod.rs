@@ -27,7 +27,7 @@ use serde_json::{json, Value as Json};
 use crate::schema::Schema;
 use crate::snapshot;
 use crate::store::{Engine, EngineConfig, Gallery};
-use crate::wal::recover::{read_log, segments, ReadOptions};
+use crate::wal::recover::{read_log_each, segments, ReadOptions};
 use crate::wal::writer::{Wal, WalConfig};
 use crate::wal::{codec, Entry, Op, WalMode};
 
@@ -360,7 +360,12 @@ fn replay_log(
     recovery: &mut Recovery,
 ) -> Result<(Engine, u64, Option<Schema>), String> {
     let wal_dir = config.data_dir.join("wal");
-    let log = read_log(&wal_dir, &ReadOptions { after, force: config.force_recovery })?;
+    let mut replayed = 0;
+    let log = read_log_each(&wal_dir, &ReadOptions { after, force: config.force_recovery }, |entry| {
+        replayed += 1;
+        replay_entry(&engine, &entry, &mut recorded, config.force_recovery)
+    })?;
+    recovery.replayed = replayed;
     recovery.truncated = log.truncated.clone();
     recovery.skipped = log.skipped.iter().map(|s| (s.file.clone(), s.offset, s.bytes, s.reason.clone())).collect();
     if !recovery.skipped.is_empty() {
@@ -369,10 +374,6 @@ fn replay_log(
             "--force-recovery: skipped corrupt log records; the writes in them are lost"
         );
     }
-    for entry in &log.entries {
-        replay_entry(&engine, entry, &mut recorded, config.force_recovery)?;
-    }
-    recovery.replayed = log.entries.len();
     Ok((engine, log.next_index, recorded))
 }
 

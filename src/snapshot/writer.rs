@@ -15,6 +15,14 @@ use crate::wal::writer::sync_dir;
 
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// The file is synced each time this much more is written, so that the page cache never holds
+/// a large amount of it unwritten. One big fsync at the end would flush hundreds of MB at once,
+/// and the log's fsyncs (every acknowledged write in `fsync` mode) would wait behind it: the
+/// bench measured writes stalled for 60-130 ms during a 1M-face snapshot; with a sync every
+/// 8 MiB the worst was 45 ms, every 4 MiB 39 ms (docs/benchmarks.md). Small syncs bound
+/// that wait to the time of writing this much.
+const SYNC_EVERY_BYTES: u64 = 4 << 20;
+
 /// Writes the snapshot of `galleries` at `lsn` into `dir`: temp file `{name}.tmp`, write all,
 /// fsync the file, rename it to its name, fsync the directory. `config` is an opaque blob (the
 /// engine's schema and facen size, encoded by the caller) stored in its own CRC-checked
@@ -72,7 +80,8 @@ fn check(path: &Path, dim: usize, galleries: &[GalleryImage]) -> Result<(), Stri
 /// Writes the whole file and fsyncs it; returns its size.
 fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryImage]) -> Result<u64, String> {
     let file = File::create(temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
-    let mut out = Sections { out: BufWriter::with_capacity(BUFFER_BYTES, file), bytes: 0, path: temp.to_path_buf() };
+    let mut out =
+        Sections { out: BufWriter::with_capacity(BUFFER_BYTES, file), bytes: 0, synced: 0, path: temp.to_path_buf() };
     out.put(&header.encode())?;
     out.section(Kind::Config, config)?;
     let mut body = Vec::new();
@@ -92,6 +101,8 @@ fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryIm
 struct Sections {
     out: BufWriter<File>,
     bytes: u64,
+    /// Bytes on disk (synced) so far.
+    synced: u64,
     path: PathBuf,
 }
 
@@ -107,7 +118,13 @@ impl Sections {
         format::encode_into(&rows, body).map_err(|e| self.error(e))?;
         self.section(Kind::Rows, body)?;
         self.section(Kind::Vectors, &format::le_bytes(chunk.vectors()))?;
-        self.section(Kind::Norms, &format::le_bytes(chunk.inverse_norms()))
+        self.section(Kind::Norms, &format::le_bytes(chunk.inverse_norms()))?;
+        if self.bytes - self.synced >= SYNC_EVERY_BYTES {
+            self.out.flush().map_err(|e| self.error(format!("cannot write: {e}")))?;
+            self.out.get_ref().sync_data().map_err(|e| self.error(format!("cannot fsync: {e}")))?;
+            self.synced = self.bytes;
+        }
+        Ok(())
     }
 
     fn section(&mut self, kind: Kind, body: &[u8]) -> Result<(), String> {

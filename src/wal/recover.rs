@@ -76,6 +76,23 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
 /// The log must reach back to `after + 1`: a first needed segment that starts later means
 /// entries are missing, which is corruption (in a forced read, a recorded gap).
 pub fn read_log(dir: &Path, options: &ReadOptions) -> Result<Log, String> {
+    let mut entries = Vec::new();
+    let mut log = read_log_each(dir, options, |entry| {
+        entries.push(entry);
+        Ok(())
+    })?;
+    log.entries = entries;
+    Ok(log)
+}
+
+/// [`read_log`], handing each entry to `each` as its segment is read instead of collecting
+/// them: recovery replays a long log holding one segment's entries at a time. The returned
+/// `Log` has no entries. An error from `each` stops the read.
+pub fn read_log_each(
+    dir: &Path,
+    options: &ReadOptions,
+    mut each: impl FnMut(Entry) -> Result<(), String>,
+) -> Result<Log, String> {
     let segments = segments(dir)?;
     let first_needed = options.after.saturating_add(1);
     let mut log = Log { entries: Vec::new(), next_index: first_needed, truncated: None, skipped: Vec::new() };
@@ -181,7 +198,9 @@ pub fn read_log(dir: &Path, options: &ReadOptions) -> Result<Log, String> {
         if let Some(entry) = read.entries.last() {
             last_index = entry.index;
         }
-        log.entries.extend(read.entries.into_iter().filter(|entry| entry.index > options.after));
+        for entry in read.entries.into_iter().filter(|entry| entry.index > options.after) {
+            each(entry)?;
+        }
         let end = first.max(last_index.saturating_add(1));
         // After bad bytes at its end, the entries the next segment starts after are unknown;
         // the skipped bytes are already reported.
