@@ -21,6 +21,8 @@ pub mod search;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod test_dir;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

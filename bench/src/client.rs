@@ -125,6 +125,18 @@ impl Client {
         Ok(SearchAnswer { ids: parsed.results.into_iter().map(|hit| hit.id).collect(), search_stat: reply.search_stat })
     }
 
+    /// `POST /v2/admin/status`: the server's durability counters.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let reply = self.post("/v2/admin/status", "")?;
+        serde_json::from_str(&reply.text).context("the status is not JSON")
+    }
+
+    /// `POST /v2/admin/snapshot`: returns once the snapshot is on disk.
+    pub fn snapshot(&self) -> Result<serde_json::Value> {
+        let reply = self.post("/v2/admin/snapshot", "")?;
+        serde_json::from_str(&reply.text).context("the snapshot answer is not JSON")
+    }
+
     pub fn gallery_size(&self, gallery: &str) -> Result<u64> {
         let reply = self.post(&format!("/v2/galleries/get/{gallery}"), "")?;
         let info: GalleryInfo = serde_json::from_str(&reply.text).context("the gallery info has no faces count")?;

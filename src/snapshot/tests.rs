@@ -2,7 +2,7 @@
 //! afterwards; names and leftovers; every truncation and every flipped byte is an error that
 //! names the file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -15,22 +15,7 @@ use crate::store::chunk::{Chunk, Face};
 use crate::store::column::{Column, StoredColumn};
 use crate::store::{FaceUpdate, Gallery};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(label: &str) -> Dir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("facedb-snapshot-{label}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 /// One field of every type.
 fn schema() -> Arc<Schema> {
@@ -147,7 +132,7 @@ fn write_and_read(dir: &Path, images: &[GalleryImage]) -> Loaded {
 
 #[test]
 fn galleries_come_back_face_for_face() {
-    let dir = Dir::new("roundtrip");
+    let dir = Dir::new("snapshot-roundtrip");
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
     assert_eq!((loaded.lsn, loaded.term, loaded.dim, loaded.config.as_slice()), (42, 3, DIM, CONFIG));
@@ -171,7 +156,7 @@ fn a_gallery_of_several_full_size_chunks_comes_back() {
     gallery.delete(&[5, 1500, 2499]).unwrap();
     let image = GalleryImage { name: "big".into(), chunks: gallery.snapshot() };
     assert_eq!(image.chunks.len(), 3);
-    let dir = Dir::new("big");
+    let dir = Dir::new("snapshot-big");
     let written = write(&dir.0, 7, 1, CONFIG, dim, std::slice::from_ref(&image)).unwrap();
     assert!(written.bytes > 2497 * dim as u64 * 4);
     let loaded = read(&written.path).unwrap();
@@ -182,7 +167,7 @@ fn a_gallery_of_several_full_size_chunks_comes_back() {
 /// strings, so dictionary codes are freed and reused), and new faces up to its capacity.
 #[test]
 fn loaded_chunks_change_like_the_originals() {
-    let dir = Dir::new("behaviour");
+    let dir = Dir::new("snapshot-behaviour");
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
     for (image, (_, chunks)) in images.iter().zip(loaded.galleries) {
@@ -224,7 +209,7 @@ fn loaded_chunks_change_like_the_originals() {
 /// Filters see the same values through the rebuilt dictionaries.
 #[test]
 fn searches_find_the_same_faces_after_loading() {
-    let dir = Dir::new("search");
+    let dir = Dir::new("snapshot-search");
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
     let original = &images[0].chunks;
@@ -278,7 +263,7 @@ fn a_borrowed_column_encodes_as_the_stored_form() {
 
 #[test]
 fn list_orders_by_lsn_and_skips_other_files() {
-    let dir = Dir::new("list");
+    let dir = Dir::new("snapshot-list");
     assert_eq!(list(&dir.0.join("missing")).unwrap(), vec![]);
     assert_eq!(remove_temp_files(&dir.0.join("missing")).unwrap(), 0);
     for lsn in [10, 2, 300] {
@@ -301,7 +286,7 @@ fn list_orders_by_lsn_and_skips_other_files() {
 
 #[test]
 fn a_failed_write_leaves_no_snapshot_and_no_temp_file() {
-    let dir = Dir::new("failed");
+    let dir = Dir::new("snapshot-failed");
     // The temp file cannot be created: its name is taken by a directory.
     std::fs::create_dir(dir.0.join("00000000000000000005.snap.tmp")).unwrap();
     let err = write(&dir.0, 5, 1, CONFIG, DIM, &images()).unwrap_err();
@@ -343,7 +328,7 @@ fn offset_in(err: &str, path: &Path) -> usize {
 
 #[test]
 fn a_truncated_snapshot_is_an_error_at_every_cut() {
-    let dir = Dir::new("truncated");
+    let dir = Dir::new("snapshot-truncated");
     let bytes = small_snapshot(&dir.0);
     let path = dir.0.join("cut.snap");
     for cut in 0..bytes.len() {
@@ -358,7 +343,7 @@ fn a_truncated_snapshot_is_an_error_at_every_cut() {
 
 #[test]
 fn every_flipped_byte_is_an_error_at_or_before_it() {
-    let dir = Dir::new("flipped");
+    let dir = Dir::new("snapshot-flipped");
     let bytes = small_snapshot(&dir.0);
     assert!(bytes.len() < 4096, "a small snapshot: {} bytes", bytes.len());
     let path = dir.0.join("flipped.snap");
@@ -375,7 +360,7 @@ fn every_flipped_byte_is_an_error_at_or_before_it() {
 
 #[test]
 fn damage_is_reported_by_section() {
-    let dir = Dir::new("messages");
+    let dir = Dir::new("snapshot-messages");
     let bytes = small_snapshot(&dir.0);
     let path = dir.0.join("damaged.snap");
     let read_with = |at: usize, value: u8| {
@@ -415,7 +400,7 @@ fn load_speed() {
         .collect();
     gallery.add(&batch).unwrap();
     drop(batch);
-    let dir = Dir::new("speed");
+    let dir = Dir::new("snapshot-speed");
     let started = std::time::Instant::now();
     let image = GalleryImage { name: "g".into(), chunks: gallery.snapshot() };
     let written = write(&dir.0, 1, 1, CONFIG, dim, &[image]).unwrap();

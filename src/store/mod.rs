@@ -516,8 +516,8 @@ mod tests {
     /// against the writes logged before it and memory changed in log order.
     #[test]
     fn racing_writers_leave_a_log_that_replays_to_the_same_state() {
-        let dir = std::env::temp_dir().join(format!("facedb-engine-race-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = crate::test_dir::TestDir::new("engine-race");
+        let dir = temp.0.clone();
         let engine = Arc::new(Engine::recovering(schema(), config()));
         let wal = WalConfig { dir: dir.clone(), mode: WalMode::Write, segment_bytes: 1 << 20 };
         engine.start_log(Wal::open(wal, 1, 1).unwrap()).unwrap();
@@ -566,7 +566,6 @@ mod tests {
         };
         assert_eq!(faces(&replayed), faces(&engine));
         assert_eq!(replayed.counted_faces(), engine.counted_faces());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -11,22 +11,7 @@ use crate::wal::segment::{self, scan};
 use crate::wal::writer::{Wal, WalConfig};
 use crate::wal::{Op, WalMode};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(label: &str) -> Dir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!("facedb-wal-{label}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 fn config(dir: &Path, mode: WalMode, segment_bytes: u64) -> WalConfig {
     WalConfig { dir: dir.to_path_buf(), mode, segment_bytes }
@@ -45,7 +30,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn appended_entries_are_read_back_in_order() {
-    let dir = Dir::new("roundtrip");
+    let dir = Dir::new("wal-roundtrip");
     let wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 1, 1).unwrap();
     assert_eq!(wal.append(Op::CreateGallery { name: "g".into() }).unwrap(), 1);
     for id in 0..5 {
@@ -64,7 +49,7 @@ fn appended_entries_are_read_back_in_order() {
 
 #[test]
 fn a_record_cut_short_is_a_torn_tail() {
-    let dir = Dir::new("torn");
+    let dir = Dir::new("wal-torn");
     let wal = Wal::open(config(&dir.0, WalMode::Write, 1 << 20), 1, 1).unwrap();
     for id in 0..3 {
         wal.append(add(id)).unwrap();
@@ -88,7 +73,7 @@ fn a_record_cut_short_is_a_torn_tail() {
 
 #[test]
 fn a_flipped_byte_is_corruption_named_by_file_and_offset() {
-    let dir = Dir::new("corrupt");
+    let dir = Dir::new("wal-corrupt");
     let wal = Wal::open(config(&dir.0, WalMode::Write, 1 << 20), 10, 2).unwrap();
     for id in 0..3 {
         wal.append(add(id)).unwrap();
@@ -110,7 +95,7 @@ fn a_flipped_byte_is_corruption_named_by_file_and_offset() {
 
 #[test]
 fn concurrent_writers_share_fsyncs() {
-    let dir = Dir::new("group");
+    let dir = Dir::new("wal-group");
     let wal = Arc::new(Wal::open(config(&dir.0, WalMode::Fsync, 1 << 30), 1, 1).unwrap());
     let writers: Vec<_> = (0..16u64)
         .map(|w| {
@@ -128,7 +113,7 @@ fn concurrent_writers_share_fsyncs() {
 
 #[test]
 fn segments_rotate_by_size_and_are_named_by_their_first_index() {
-    let dir = Dir::new("rotate");
+    let dir = Dir::new("wal-rotate");
     let wal = Wal::open(config(&dir.0, WalMode::Write, 200), 1, 1).unwrap();
     for id in 0..12 {
         wal.append(add(id)).unwrap();
@@ -149,7 +134,7 @@ fn segments_rotate_by_size_and_are_named_by_their_first_index() {
 
 #[test]
 fn mode_none_writes_nothing() {
-    let dir = Dir::new("none");
+    let dir = Dir::new("wal-none");
     let wal = Wal::open(config(&dir.0.join("log"), WalMode::None, 1 << 20), 1, 1).unwrap();
     assert_eq!(wal.append(add(1)).unwrap(), 1);
     drop(wal);
@@ -161,7 +146,7 @@ fn a_log_is_read_back_across_segments_and_replayed() {
     use crate::schema::Schema;
     use crate::store::{Engine, EngineConfig};
     use crate::wal::recover::{read_log, replay, ReadOptions};
-    let dir = Dir::new("replay");
+    let dir = Dir::new("wal-replay");
     let wal = Wal::open(config(&dir.0, WalMode::Fsync, 200), 1, 1).unwrap();
     wal.append(Op::CreateGallery { name: "g".into() }).unwrap();
     for id in 0..10 {
@@ -184,7 +169,7 @@ fn a_log_is_read_back_across_segments_and_replayed() {
 #[test]
 fn a_torn_tail_is_cut_off_only_in_the_last_segment() {
     use crate::wal::recover::{read_log, ReadOptions};
-    let dir = Dir::new("recover-torn");
+    let dir = Dir::new("wal-recover-torn");
     let wal = Wal::open(config(&dir.0, WalMode::Write, 200), 1, 1).unwrap();
     for id in 0..8 {
         wal.append(add(id)).unwrap();
@@ -265,7 +250,7 @@ fn strict(after: u64) -> crate::wal::recover::ReadOptions {
 #[test]
 fn a_forced_read_skips_a_bad_record_and_returns_the_others() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("force-record");
+    let dir = Dir::new("wal-force-record");
     let files = write_log(&dir.0, 5, 1 << 20);
     assert_eq!(files.len(), 1);
     let path = &files[0];
@@ -312,7 +297,7 @@ fn a_forced_read_skips_a_bad_record_and_returns_the_others() {
 #[test]
 fn a_forced_read_cuts_bad_bytes_off_the_end_of_the_last_segment() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("force-tail");
+    let dir = Dir::new("wal-force-tail");
     let files = write_log(&dir.0, 4, 1 << 20);
     let path = &files[0];
     let offsets = record_offsets(path);
@@ -336,7 +321,7 @@ fn a_forced_read_cuts_bad_bytes_off_the_end_of_the_last_segment() {
 #[test]
 fn a_forced_read_skips_a_middle_segment_whose_header_is_bad() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("force-header");
+    let dir = Dir::new("wal-force-header");
     let files = write_log(&dir.0, 12, 200);
     assert!(files.len() >= 3, "{files:?}");
     let middle = &files[1];
@@ -358,7 +343,7 @@ fn a_forced_read_skips_a_middle_segment_whose_header_is_bad() {
 #[test]
 fn a_last_segment_without_a_whole_header_is_removed() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("short-header");
+    let dir = Dir::new("wal-short-header");
     let files = write_log(&dir.0, 6, 200);
     // A crash right after the next segment was created, before its header was all written.
     for written in [0, 10, segment::HEADER_LEN - 1] {
@@ -386,7 +371,7 @@ fn a_last_segment_without_a_whole_header_is_removed() {
 #[test]
 fn reading_after_a_snapshot_returns_the_later_entries_and_skips_older_segments() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("after");
+    let dir = Dir::new("wal-after");
     let files = write_log(&dir.0, 12, 200);
     assert!(files.len() >= 3, "{files:?}");
     let second = first_index(&files[1]);
@@ -423,7 +408,7 @@ fn reading_after_a_snapshot_returns_the_later_entries_and_skips_older_segments()
 #[test]
 fn prune_deletes_the_segments_before_the_oldest_kept_snapshot_and_nothing_more() {
     use crate::wal::recover::{prune, read_log};
-    let dir = Dir::new("prune");
+    let dir = Dir::new("wal-prune");
     assert_eq!(prune(&dir.0.join("missing"), 100).unwrap(), Vec::<PathBuf>::new());
     let files = write_log(&dir.0, 12, 200);
     assert!(files.len() >= 3, "{files:?}");
@@ -453,7 +438,7 @@ fn prune_deletes_the_segments_before_the_oldest_kept_snapshot_and_nothing_more()
 #[ignore = "a timing check: 64 MB, meant for a release build"]
 fn resync_is_fast_in_a_large_segment() {
     use crate::wal::recover::read_log;
-    let dir = Dir::new("resync-speed");
+    let dir = Dir::new("wal-resync-speed");
     let wal = Wal::open(config(&dir.0, WalMode::Write, 1 << 30), 1, 1).unwrap();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut random = move || {

@@ -44,7 +44,7 @@ use clap::Args;
 use rayon::prelude::*;
 use serde_json::Value as Json;
 
-use self::process::{Admin, Node, NodeConfig};
+use self::process::{Node, NodeConfig};
 use self::report::{
     Disk, IngestRecord, RestartRecord, Results, Settings, SnapshotRecord, StallRecord, Storage, FROM_LOG,
     FROM_SNAPSHOT, NO_SNAPSHOT, OUTSIDE, OVERLAPPING,
@@ -278,7 +278,7 @@ pub fn run(args: DurabilityArgs, command: String) -> Result<()> {
         restarts.push(record);
     }
 
-    let admin = Admin::new(node.base_url());
+    let admin = Client::new(node.base_url());
     let idle = timed_snapshot(&admin, args.large_mode.name(), None, "nothing else")?;
     let snapshot_bytes_per_face = idle.bytes_per_face;
     let storage = Storage {
@@ -308,7 +308,7 @@ pub fn run(args: DurabilityArgs, command: String) -> Result<()> {
             node = Node::start(&NodeConfig { wal_mode: mode, ..config.clone() })?;
             current = mode;
         }
-        let (client, admin) = (Client::new(node.base_url()), Admin::new(node.base_url()));
+        let (client, admin) = (Client::new(node.base_url()), Client::new(node.base_url()));
         let plan = StallPlan {
             first_id: faces,
             batch: args.stall_batch,
@@ -439,7 +439,7 @@ fn ingest_into(
         ended = ended.max(end);
     }
     let seconds = ended.duration_since(began).as_secs_f64();
-    let status = Admin::new(node.base_url()).status()?;
+    let status = Client::new(node.base_url()).status()?;
     let records = number(&status, "/wal/records");
     let fsyncs = number(&status, "/wal/fsyncs");
     let log_bytes = process::dir_bytes(&config.data_dir.join("wal"))?;
@@ -482,7 +482,7 @@ fn restart(node: Node, config: &NodeConfig, from: &str, cold: bool, faces: u64) 
     let log_bytes = process::dir_bytes(&config.data_dir.join("wal"))?;
     let node = Node::start(config)?;
     let memory = node.memory();
-    let status = Admin::new(node.base_url()).status()?;
+    let status = Client::new(node.base_url()).status()?;
     let found = Client::new(node.base_url()).gallery_size(GALLERY)?;
     if found != faces {
         bail!("after the restart ({from}) the gallery holds {found} faces; {faces} were added");
@@ -517,7 +517,12 @@ fn restart(node: Node, config: &NodeConfig, from: &str, cold: bool, faces: u64) 
 }
 
 /// `POST /v2/admin/snapshot`, timed; `during` says what else ran.
-fn timed_snapshot(admin: &Admin, wal_mode: &'static str, round: Option<usize>, during: &str) -> Result<SnapshotRecord> {
+fn timed_snapshot(
+    admin: &Client,
+    wal_mode: &'static str,
+    round: Option<usize>,
+    during: &str,
+) -> Result<SnapshotRecord> {
     let sent = Instant::now();
     let answer = admin.snapshot()?;
     let request_s = sent.elapsed().as_secs_f64();
@@ -562,7 +567,7 @@ struct StallPlan {
 /// snapshot is written. Returns the stall rows, the snapshots and the number of faces added.
 fn measure_stall(
     client: &Client,
-    admin: &Admin,
+    admin: &Client,
     data: &Dataset,
     plan: &StallPlan,
 ) -> Result<(Vec<StallRecord>, Vec<SnapshotRecord>, u64)> {

@@ -9,7 +9,6 @@
 //! which the server prints after recovery. [`Node::stop`] sends SIGTERM (a clean shutdown) and
 //! waits for the exit; dropping a node that was not stopped kills it.
 //!
-//! [`Admin`] reads `GET /v2/admin/status` and calls `POST /v2/admin/snapshot`.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
@@ -19,7 +18,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value as Json;
 
 use super::WalMode;
 use crate::server::{ProcMemory, MAX_BODY_BYTES};
@@ -162,58 +160,6 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The admin endpoints of a server.
-pub struct Admin {
-    agent: ureq::Agent,
-    base_url: String,
-}
-
-impl Admin {
-    pub fn new(base_url: &str) -> Admin {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(1800)))
-            .build()
-            .into();
-        Admin { agent, base_url: base_url.trim_end_matches('/').to_owned() }
-    }
-
-    /// `GET /v2/admin/status`.
-    pub fn status(&self) -> Result<Json> {
-        let path = "/v2/admin/status";
-        let response =
-            self.agent.get(format!("{}{path}", self.base_url)).call().with_context(|| format!("GET {path}"))?;
-        read_json(response, path)
-    }
-
-    /// `POST /v2/admin/snapshot`: returns once the snapshot is on disk.
-    pub fn snapshot(&self) -> Result<Json> {
-        let path = "/v2/admin/snapshot";
-        let response = self
-            .agent
-            .post(format!("{}{path}", self.base_url))
-            .content_type("application/json")
-            .send("")
-            .with_context(|| format!("POST {path}"))?;
-        read_json(response, path)
-    }
-}
-
-fn read_json(mut response: ureq::http::Response<ureq::Body>, path: &str) -> Result<Json> {
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY_BYTES as u64)
-        .read_to_string()
-        .with_context(|| format!("{path}: reading the response"))?;
-    if status != 200 {
-        let shown: String = text.chars().take(2000).collect();
-        bail!("{path}: HTTP {status}: {shown}");
-    }
-    serde_json::from_str(&text).with_context(|| format!("{path}: the answer is not JSON"))
 }
 
 /// The files under `dir` (recursively), with their sizes.
