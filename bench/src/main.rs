@@ -13,8 +13,10 @@
 //! Subcommands beside it: `prepare` (datasets and ground truth only, e.g. for the peers),
 //! `durability` (the figures of issue 4: ingest per `wal_mode`, snapshot write time and size,
 //! write stalls during a snapshot, restart times; `durability/`), and the earlier measurements
-//! `search` and `add-under-load` (`latency/`), whose figures are in `docs/benchmarks.md`.
+//! `search` and `add-under-load` (`latency/`), whose figures are in `docs/benchmarks.md`, and
+//! `ann-probe` (`ann_probe/`): the candidate HNSW crates of issue 5 measured side by side.
 
+mod ann_probe;
 mod backend;
 mod client;
 mod dataset;
@@ -70,6 +72,9 @@ enum Command {
     Search(latency::SearchArgs),
     /// (Earlier issue) latency of single-face adds while searches run back to back.
     AddUnderLoad(latency::AddArgs),
+    /// The HNSW crates of issue 5 (hnsw_rs, usearch) on a dataset: build, plain and filtered
+    /// ef sweeps (single-thread QPS, p50/p99, recall@k), deletes, usearch save/load/view.
+    AnnProbe(ann_probe::AnnProbeArgs),
 }
 
 /// Which datasets: a profile's, optionally changed by the flags (each flag applies to every
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
         Some(Command::Durability(args)) => durability::run(args, command_line()).map(|()| true),
         Some(Command::Search(args)) => latency::search(args).map(|()| true),
         Some(Command::AddUnderLoad(args)) => latency::add_under_load(args).map(|()| true),
+        Some(Command::AnnProbe(args)) => ann_probe::run(args, command_line()).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
