@@ -77,13 +77,10 @@ enum Command {
     AnnProbe(ann_probe::AnnProbeArgs),
 }
 
-/// Which datasets: a profile's, optionally changed by the flags (each flag applies to every
-/// dataset of the profile).
+/// Changes to a profile's datasets, and where datasets live: shared by the subcommands that
+/// take a dataset.
 #[derive(Args)]
-struct DataArgs {
-    /// The datasets, concurrency levels and peers of the run.
-    #[arg(long, value_enum, required = true)]
-    profile: Option<Profile>,
+pub struct SpecOverrides {
     /// Data kind instead of the profile's.
     #[arg(long, value_enum)]
     kind: Option<Kind>,
@@ -107,6 +104,34 @@ struct DataArgs {
     data_root: Option<PathBuf>,
 }
 
+impl SpecOverrides {
+    /// `spec` with every flag given here applied.
+    pub fn apply(&self, mut spec: DatasetSpec) -> DatasetSpec {
+        spec.kind = self.kind.unwrap_or(spec.kind);
+        spec.dim = self.dim.unwrap_or(spec.dim);
+        spec.count = self.count.unwrap_or(spec.count);
+        spec.samples_per_identity = self.samples_per_identity.unwrap_or(spec.samples_per_identity);
+        spec.queries = self.queries.unwrap_or(spec.queries);
+        spec.seed = self.seed.unwrap_or(spec.seed);
+        spec
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.data_root.clone().unwrap_or_else(machine::default_data_root)
+    }
+}
+
+/// Which datasets: a profile's, optionally changed by the flags (each flag applies to every
+/// dataset of the profile).
+#[derive(Args)]
+struct DataArgs {
+    /// The datasets, concurrency levels and peers of the run.
+    #[arg(long, value_enum, required = true)]
+    profile: Option<Profile>,
+    #[command(flatten)]
+    overrides: SpecOverrides,
+}
+
 impl DataArgs {
     fn profile(&self) -> Result<Profile> {
         match self.profile {
@@ -117,13 +142,8 @@ impl DataArgs {
 
     fn datasets(&self) -> Result<Vec<DatasetSpec>> {
         let mut specs: Vec<DatasetSpec> = Vec::new();
-        for mut spec in self.profile()?.datasets() {
-            spec.kind = self.kind.unwrap_or(spec.kind);
-            spec.dim = self.dim.unwrap_or(spec.dim);
-            spec.count = self.count.unwrap_or(spec.count);
-            spec.samples_per_identity = self.samples_per_identity.unwrap_or(spec.samples_per_identity);
-            spec.queries = self.queries.unwrap_or(spec.queries);
-            spec.seed = self.seed.unwrap_or(spec.seed);
+        for spec in self.profile()?.datasets() {
+            let spec = self.overrides.apply(spec);
             spec.check()?;
             if !specs.contains(&spec) {
                 specs.push(spec);
@@ -133,7 +153,7 @@ impl DataArgs {
     }
 
     fn data_root(&self) -> PathBuf {
-        self.data_root.clone().unwrap_or_else(machine::default_data_root)
+        self.overrides.data_root()
     }
 }
 

@@ -47,12 +47,13 @@ use self::report::{
 };
 use self::sweep::{measure, sweep, Budget, Sweep};
 use self::usearch_index::UsearchIndex;
-use crate::dataset::{self, Dataset, DatasetSpec, Kind, K_TRUTH};
+use crate::dataset::{self, Dataset, DatasetSpec, K_TRUTH};
 use crate::harness::Profile;
 use crate::machine::{self, Machine};
 use crate::progress::Progress;
 use crate::server::ProcMemory;
 use crate::truth::{self, Truth, TruthSets, FILTERS};
+use crate::SpecOverrides;
 
 /// The hnsw_rs version this probe is built against (Cargo.toml pins the minor version).
 const HNSW_RS_VERSION: &str = "0.3.5";
@@ -88,27 +89,8 @@ pub struct AnnProbeArgs {
     /// (issue 5's target) [default: quick].
     #[arg(long, value_enum)]
     profile: Option<Profile>,
-    /// Data kind instead of the profile's.
-    #[arg(long, value_enum)]
-    kind: Option<Kind>,
-    /// Vector dimension instead of the profile's.
-    #[arg(long)]
-    dim: Option<usize>,
-    /// Number of faces instead of the profile's.
-    #[arg(long)]
-    count: Option<usize>,
-    /// Samples per identity (cone) [default: 10].
-    #[arg(long)]
-    samples_per_identity: Option<usize>,
-    /// Number of queries [default: 1000].
-    #[arg(long)]
-    queries: Option<usize>,
-    /// Seed of the generator [default: 42].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Where datasets are written and reused [default: target/bench-data].
-    #[arg(long, value_name = "DIR")]
-    data_root: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: SpecOverrides,
     /// The crates to measure, comma-separated, in this order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Crate::HnswRs, Crate::Usearch])]
     crates: Vec<Crate>,
@@ -157,7 +139,7 @@ pub struct AnnProbeArgs {
 impl AnnProbeArgs {
     /// The dataset's directory: an existing one by name, or the spec's (generated if needed).
     fn dataset_dir(&self) -> Result<PathBuf> {
-        let root = self.data_root.clone().unwrap_or_else(machine::default_data_root);
+        let root = self.overrides.data_root();
         if let Some(name) = &self.dataset {
             let dir = root.join(name);
             if !dir.join("manifest.json").is_file() {
@@ -165,13 +147,7 @@ impl AnnProbeArgs {
             }
             return Ok(dir);
         }
-        let mut spec: DatasetSpec = self.profile.unwrap_or(Profile::Quick).datasets().remove(0);
-        spec.kind = self.kind.unwrap_or(spec.kind);
-        spec.dim = self.dim.unwrap_or(spec.dim);
-        spec.count = self.count.unwrap_or(spec.count);
-        spec.samples_per_identity = self.samples_per_identity.unwrap_or(spec.samples_per_identity);
-        spec.queries = self.queries.unwrap_or(spec.queries);
-        spec.seed = self.seed.unwrap_or(spec.seed);
+        let spec: DatasetSpec = self.overrides.apply(self.profile.unwrap_or(Profile::Quick).datasets().remove(0));
         Ok(dataset::ensure(&root, &spec)?.0)
     }
 
