@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::index::{IndexParams, IndexSettings};
 use crate::wal::WalMode;
 
 /// The default listen address of `facedb serve`.
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub memory_limit: Option<u64>,
     /// A log segment larger than this is closed and a new one started.
     pub wal_segment_bytes: u64,
+    /// The default graph parameters of galleries, and from what size they get a graph.
+    pub index: IndexSettings,
 }
 
 /// The same settings as they may appear in a YAML file or as flags; absent means "not set here".
@@ -50,6 +53,10 @@ pub struct ServeSettings {
     /// Bytes, or a number with a K, M, G or T suffix (powers of 1024).
     pub memory_limit: Option<String>,
     pub wal_segment_bytes: Option<String>,
+    pub index_m: Option<usize>,
+    pub index_ef_construction: Option<usize>,
+    pub index_ef_search: Option<usize>,
+    pub index_min_faces: Option<usize>,
 }
 
 /// Reads `1073741824`, `512M`, `4G` (K, M, G, T: powers of 1024; an optional `B` or `iB` after).
@@ -94,6 +101,10 @@ impl ServeSettings {
             force_recovery: self.force_recovery.or(base.force_recovery),
             memory_limit: self.memory_limit.or(base.memory_limit),
             wal_segment_bytes: self.wal_segment_bytes.or(base.wal_segment_bytes),
+            index_m: self.index_m.or(base.index_m),
+            index_ef_construction: self.index_ef_construction.or(base.index_ef_construction),
+            index_ef_search: self.index_ef_search.or(base.index_ef_search),
+            index_min_faces: self.index_min_faces.or(base.index_min_faces),
         }
     }
 
@@ -131,6 +142,16 @@ impl ServeSettings {
         if wal_segment_bytes < 4096 {
             return Err(format!("wal_segment_bytes: {wal_segment_bytes} is too small; it must be at least 4096"));
         }
+        let defaults = IndexSettings::default();
+        let params = IndexParams {
+            m: self.index_m.unwrap_or(defaults.params.m),
+            ef_construction: self.index_ef_construction.unwrap_or(defaults.params.ef_construction),
+            ef_search: self.index_ef_search.unwrap_or(defaults.params.ef_search),
+        };
+        params
+            .check()
+            .map_err(|(name, value, range)| format!("index_{name}: {value} is out of range; it must be {range}"))?;
+        let index = IndexSettings { params, min_faces: self.index_min_faces.unwrap_or(defaults.min_faces), ..defaults };
         Ok(ServeConfig {
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -144,6 +165,7 @@ impl ServeSettings {
             force_recovery: self.force_recovery.unwrap_or(false),
             memory_limit,
             wal_segment_bytes,
+            index,
         })
     }
 }

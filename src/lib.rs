@@ -7,6 +7,7 @@
 //! - [`schema`]: the metadata fields and their types, loaded from YAML.
 //! - [`facen`]: feature vectors on the wire (base64 of little-endian float32).
 //! - [`store`]: the [`Engine`](store::Engine) and its galleries, chunks and columns.
+//! - [`index`]: the HNSW graph that answers searches of large galleries.
 //! - [`search`]: queries, filters and the exact SIMD scan.
 //! - [`api`]: the galleries API v2 over HTTP.
 //! - [`config`] and [`server`]: settings of `facedb serve` and running it.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod facen;
+pub mod index;
 pub mod schema;
 pub mod search;
 pub mod server;

@@ -23,7 +23,8 @@ enum Command {
 struct ServeArgs {
     /// YAML file with the same settings (listen, data_dir, schema, facen_size, max_body_bytes,
     /// max_search_limit, wal_mode, checkpoint_interval, checkpoint_count, force_recovery,
-    /// memory_limit, wal_segment_bytes); flags win over it.
+    /// memory_limit, wal_segment_bytes, index_m, index_ef_construction, index_ef_search,
+    /// index_min_faces); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:18411].
@@ -65,6 +66,21 @@ struct ServeArgs {
     /// Start a new log segment once one is larger than this [default: 64M].
     #[arg(long, value_name = "BYTES")]
     wal_segment_bytes: Option<String>,
+    /// Links per node of a gallery's HNSW graph (layer 0 keeps twice as many); a gallery may set
+    /// its own when created [default: 32].
+    #[arg(long, value_name = "M")]
+    index_m: Option<usize>,
+    /// Candidates weighed when a face is linked into the graph [default: 200].
+    #[arg(long, value_name = "N")]
+    index_ef_construction: Option<usize>,
+    /// Candidates a graph search collects before the exact re-rank; more is slower and finds
+    /// more of the true neighbours [default: 128].
+    #[arg(long, value_name = "N")]
+    index_ef_search: Option<usize>,
+    /// Galleries get a graph from this many faces on; smaller ones are always scanned
+    /// [default: 20000].
+    #[arg(long, value_name = "N")]
+    index_min_faces: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +119,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         force_recovery: args.force_recovery.then_some(true),
         memory_limit: args.memory_limit,
         wal_segment_bytes: args.wal_segment_bytes,
+        index_m: args.index_m,
+        index_ef_construction: args.index_ef_construction,
+        index_ef_search: args.index_ef_search,
+        index_min_faces: args.index_min_faces,
     };
     let config = flags.over(file).resolve().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;

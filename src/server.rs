@@ -20,6 +20,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         facen_size: config.facen_size,
         max_search_limit: config.max_search_limit,
         memory_limit: config.memory_limit,
+        index: config.index,
     };
     let durable = DurableConfig {
         data_dir: config.data_dir.clone(),

@@ -157,7 +157,7 @@ impl Backend {
 
     /// The library called directly, with a fresh engine.
     pub fn in_process(dim: usize, gallery: &str) -> Result<Backend> {
-        let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, memory_limit: None };
+        let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, ..EngineConfig::default() };
         let engine = Engine::new(schema()?, config)?;
         let target = InProcessTarget {
             engine,
@@ -368,11 +368,12 @@ impl Session<'_> {
             Session::InProcess { backend, target } => {
                 let parsed = target.searches.get(&set).and_then(|q| q.get(query)).context("no such prepared search")?;
                 let search = || target.engine.search(&backend.gallery, parsed);
-                let hits = match &target.pool {
+                let (hits, plan) = match &target.pool {
                     Some(pool) => pool.install(search)?,
                     None => search()?,
                 };
-                Ok(SearchAnswer { ids: hits.into_iter().map(|hit| hit.face.id).collect(), search_stat: None })
+                let search_stat = Some(plan.stat().to_owned());
+                Ok(SearchAnswer { ids: hits.into_iter().map(|hit| hit.face.id).collect(), search_stat })
             }
         }
     }

@@ -197,16 +197,16 @@ async fn faces_search(
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
-    let body = blocking(move || {
+    let (body, plan) = blocking(move || {
         let config = engine.config();
         let schema = engine.schema();
         let query = parse_query(&body, &schema, config.facen_size, config.max_search_limit)?;
-        let hits = engine.search(&name, &query)?;
-        Ok(wire::hits_json(&hits, &schema))
+        let (hits, plan) = engine.search(&name, &query)?;
+        Ok((wire::hits_json(&hits, &schema), plan))
     })
     .await?;
     let mut response = json_reply(body);
-    response.headers_mut().insert("x-search-stat", HeaderValue::from_static("without_index"));
+    response.headers_mut().insert("x-search-stat", HeaderValue::from_static(plan.stat()));
     Ok(response)
 }
 

@@ -196,6 +196,10 @@ impl Database {
                 "seconds": recovery.seconds,
             },
             "snapshots": self.snapshots.status(&self.config),
+            "indexes": galleries.iter().filter_map(|g| {
+                let status = engine.index_status(&g.name).ok().flatten()?;
+                Some((g.name.clone(), json!(status)))
+            }).collect::<serde_json::Map<String, Json>>(),
         })
     }
 }

@@ -101,6 +101,11 @@ impl<'a> ChunkFilter<'a> {
         self.tests.iter().any(|t| matches!(t, Test::Never))
     }
 
+    /// Whether one row passes every condition.
+    pub fn passes(&self, row: u32) -> bool {
+        self.tests.iter().all(|t| t.passes(row as usize))
+    }
+
     /// The rows of `rows` that pass, in order. Written without a branch on the outcome: with
     /// half the rows passing at random, a branch would be mispredicted every other row.
     pub fn select(&self, rows: impl Iterator<Item = u32>, capacity: usize) -> Vec<u32> {

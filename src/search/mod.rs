@@ -114,6 +114,8 @@ pub struct Query {
     pub facen: Option<FacenFilter>,
     /// All must pass.
     pub conditions: Vec<Condition>,
+    /// `"exact": true`: scan, never the graph (see `index::planner`).
+    pub exact: bool,
 }
 
 impl Query {

@@ -22,7 +22,14 @@ pub fn parse_query(body: &Json, schema: &Schema, dim: usize, max_limit: usize) -
         Json::Object(map) => map,
         other => return Err(Error::malformed(format!("a search request is a JSON object, got {}", kind_of(other)))),
     };
-    reject_unknown_keys(body, &["limit", "sort", "filter"], "")?;
+    reject_unknown_keys(body, &["limit", "sort", "filter", "exact"], "")?;
+    let exact = match body.get("exact") {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(exact)) => *exact,
+        Some(other) => {
+            return Err(Error::bad_param("exact", "exact must be true or false").with_value(other.clone()));
+        }
+    };
     let limit = match body.get("limit") {
         None | Some(Json::Null) => DEFAULT_LIMIT.min(max_limit),
         Some(value) => match value.as_u64() {
@@ -64,7 +71,7 @@ pub fn parse_query(body: &Json, schema: &Schema, dim: usize, max_limit: usize) -
         Some(other) => return Err(Error::bad_param("filter", "filter must be an object").with_value(other.clone())),
     }
     let sort = parse_sort(body.get("sort"), facen.is_some())?;
-    Ok(Query { limit, sort, facen, conditions })
+    Ok(Query { limit, sort, facen, conditions, exact })
 }
 
 fn kind_of(value: &Json) -> &'static str {

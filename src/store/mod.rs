@@ -25,6 +25,9 @@
 pub mod chunk;
 pub mod column;
 pub mod gallery;
+#[cfg(test)]
+mod index_tests;
+mod indexer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +36,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::index::gallery_index::{GalleryIndex, IndexSettings, IndexStatus};
+use crate::index::planner::{self, Plan, Situation};
+use crate::index::search::{candidates, LazyFilters};
 use crate::schema::{FieldType, Schema};
 use crate::search::{self, Hit, Query};
 use crate::wal::codec::{encode_op_ref, OpRef};
@@ -42,7 +48,7 @@ pub use chunk::Face;
 pub use gallery::{FaceUpdate, Gallery, Pending, Snapshot};
 
 /// Settings every gallery of an engine shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineConfig {
     /// float32 components per facen.
     pub facen_size: usize,
@@ -50,11 +56,13 @@ pub struct EngineConfig {
     pub max_search_limit: usize,
     /// Adds that would take the estimated memory of the faces past this fail with 507.
     pub memory_limit: Option<u64>,
+    /// When galleries get a graph, and its parameters.
+    pub index: IndexSettings,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { facen_size: 128, max_search_limit: 10_000, memory_limit: None }
+        EngineConfig { facen_size: 128, max_search_limit: 10_000, memory_limit: None, index: IndexSettings::default() }
     }
 }
 
@@ -105,15 +113,41 @@ struct GalleryHandle {
     state: RwLock<Gallery>,
     /// Set when a delete of the gallery is logged: later writes get 404.
     deleted: AtomicBool,
+    /// The graph and the faces not in it yet; follows `state` (changed under its write lock).
+    index: GalleryIndex,
 }
 
 impl GalleryHandle {
-    fn new(gallery: Gallery) -> Arc<GalleryHandle> {
+    fn new(gallery: Gallery, index: GalleryIndex) -> Arc<GalleryHandle> {
         Arc::new(GalleryHandle {
             writer: Mutex::new(Pending::default()),
             state: RwLock::new(gallery),
             deleted: AtomicBool::new(false),
+            index,
         })
+    }
+
+    fn insert(&self, faces: &[Face]) {
+        let mut state = self.state.write();
+        state.insert(faces);
+        self.index.added(faces.iter().map(|f| f.id));
+    }
+
+    /// Removes faces; returns how many there were.
+    fn remove(&self, ids: &[u64]) -> usize {
+        let mut state = self.state.write();
+        let removed = state.remove(ids);
+        self.index.removed(ids);
+        removed
+    }
+
+    /// Faces whose vector an update changed: the graph must see them again.
+    fn revectored(&self, updates: &[FaceUpdate]) {
+        let changed: Vec<u64> = updates.iter().filter(|u| u.vector.is_some()).map(|u| u.id).collect();
+        if !changed.is_empty() {
+            self.index.removed(&changed);
+            self.index.added(changed.into_iter());
+        }
     }
 }
 
@@ -124,6 +158,7 @@ struct Shared {
     galleries: RwLock<BTreeMap<String, Arc<GalleryHandle>>>,
     /// Faces stored, plus those that logged adds will store: what the memory limit counts.
     faces: AtomicU64,
+    index: IndexSettings,
 }
 
 impl Shared {
@@ -160,13 +195,16 @@ impl Engine {
             schema: RwLock::new(Arc::new(schema)),
             galleries: RwLock::new(BTreeMap::new()),
             faces: AtomicU64::new(0),
+            index: config.index,
         };
         Engine { config, shared: Arc::new(shared), log: OnceLock::new(), ddl: Mutex::new(()) }
     }
 
-    /// Writes go through `log` from now on.
+    /// Writes go through `log` from now on, and the indexer starts building graphs.
     pub fn start_log(&self, log: Wal) -> Result<()> {
-        self.log.set(log).map_err(|_| Error::internal("the engine's log is already started"))
+        self.log.set(log).map_err(|_| Error::internal("the engine's log is already started"))?;
+        indexer::start(Arc::downgrade(&self.shared));
+        Ok(())
     }
 
     pub fn log(&self) -> Result<&Wal> {
@@ -294,7 +332,7 @@ impl Engine {
                 payload,
                 Box::new(move |_| {
                     for slice in faces.chunks(WRITE_SLICE) {
-                        target.state.write().insert(slice);
+                        target.insert(slice);
                     }
                     target.writer.lock().settle(faces.iter().map(|f| f.id), ticket);
                 }),
@@ -321,7 +359,7 @@ impl Engine {
                 payload,
                 Box::new(move |_| {
                     for slice in ids.chunks(WRITE_SLICE) {
-                        let removed = target.state.write().remove(slice);
+                        let removed = target.remove(slice);
                         shared.faces.fetch_sub(removed as u64, Ordering::Relaxed);
                     }
                     target.writer.lock().settle(ids.iter().copied(), ticket);
@@ -347,7 +385,9 @@ impl Engine {
                 Box::new(move |_| {
                     let mut faces = Vec::with_capacity(updates.len());
                     for slice in updates.chunks(WRITE_SLICE) {
-                        faces.extend(target.state.write().apply(slice));
+                        let mut state = target.state.write();
+                        faces.extend(state.apply(slice));
+                        target.revectored(slice);
                     }
                     let _ = result.send(faces);
                 }),
@@ -397,17 +437,22 @@ impl Engine {
                 self.shared.delete(name);
             }
             Op::AddFaces { gallery, faces } => {
-                self.gallery(gallery)?.state.write().add(faces)?;
+                let handle = self.gallery(gallery)?;
+                handle.state.write().add(faces)?;
+                handle.index.added(faces.iter().map(|f| f.id));
                 self.shared.faces.fetch_add(faces.len() as u64, Ordering::Relaxed);
             }
             Op::UpdateFaces { gallery, updates } => {
-                self.gallery(gallery)?.state.write().update(updates)?;
+                let handle = self.gallery(gallery)?;
+                handle.state.write().update(updates)?;
+                handle.revectored(updates);
             }
             Op::DeleteFaces { gallery, ids } => {
                 let handle = self.gallery(gallery)?;
                 let mut state = handle.state.write();
                 state.check_delete(ids, &Pending::default())?;
                 let removed = state.remove(ids);
+                handle.index.removed(ids);
                 self.shared.faces.fetch_sub(removed as u64, Ordering::Relaxed);
             }
         }
@@ -422,7 +467,8 @@ impl Engine {
             return Err(Error::conflict("gallery appears twice").with_param("name").with_value(name));
         }
         self.shared.faces.fetch_add(gallery.len() as u64, Ordering::Relaxed);
-        galleries.insert(name.to_owned(), GalleryHandle::new(gallery));
+        let index = GalleryIndex::new(self.config.facen_size, self.shared.index);
+        galleries.insert(name.to_owned(), GalleryHandle::new(gallery, index));
         Ok(())
     }
 
@@ -450,27 +496,55 @@ impl Engine {
         self.gallery(name)?.state.read().get(id).ok_or_else(|| Error::face_not_found(id))
     }
 
-    pub fn search(&self, name: &str, query: &Query) -> Result<Vec<Hit>> {
-        let gallery = self.gallery(name)?;
-        let (snapshot, candidates) = {
-            let gallery = gallery.state.read();
-            // An id `set` smaller than the gallery: look the faces up instead of scanning.
-            let candidates = query.id_set().filter(|ids| ids.len() < gallery.len()).map(|ids| {
-                let mut found: Vec<(u32, u32)> =
-                    ids.iter().filter_map(|&id| gallery.locate(id)).map(|at| (at.chunk, at.row)).collect();
-                found.sort_unstable();
-                group_by_chunk(&found)
-            });
-            (gallery.snapshot(), candidates)
+    /// Runs a search the way the planner chooses (see `index::planner`); returns the hits and
+    /// the plan.
+    pub fn search(&self, name: &str, query: &Query) -> Result<(Vec<Hit>, Plan)> {
+        let handle = self.gallery(name)?;
+        let gallery = handle.state.read();
+        let snapshot = gallery.snapshot();
+        // An id `set` smaller than the gallery: look the faces up instead of scanning.
+        if let Some(ids) = query.id_set().filter(|ids| ids.len() < gallery.len()) {
+            let mut found: Vec<(u32, u32)> =
+                ids.iter().filter_map(|&id| gallery.locate(id)).map(|at| (at.chunk, at.row)).collect();
+            drop(gallery);
+            found.sort_unstable();
+            let hits = search::run(&snapshot, query, Some(&group_by_chunk(&found)));
+            return Ok((hits, Plan::Exact("an id set")));
+        }
+        let view = handle.index.view();
+        let filters = LazyFilters::new(&snapshot, &query.conditions);
+        let situation = Situation {
+            faces: gallery.len(),
+            tail: view.as_ref().map(|v| v.tail.len()),
+            ef_search: view.as_ref().map_or(0, |v| v.params.ef_search),
+            scan_rows: handle.index.settings().min_faces,
         };
-        Ok(search::run(&snapshot, query, candidates.as_deref()))
+        let plan = planner::plan(query, &situation, || filters.passing_share());
+        let rows = match (plan, &view, &query.facen) {
+            (Plan::Index { ef }, Some(view), Some(facen)) => {
+                Some(candidates(&gallery, &filters, view, &facen.vector, ef, !query.conditions.is_empty()))
+            }
+            _ => None,
+        };
+        drop(gallery);
+        let hits = match rows {
+            Some(rows) => search::run(&snapshot, query, Some(&group_by_chunk(&rows))),
+            None => search::run(&snapshot, query, None),
+        };
+        Ok((hits, plan))
+    }
+
+    /// The index figures of a gallery, once it has a graph.
+    pub fn index_status(&self, name: &str) -> Result<Option<IndexStatus>> {
+        Ok(self.gallery(name)?.index.status())
     }
 }
 
 impl Shared {
     fn create(&self, name: String) {
         let gallery = Gallery::new(self.schema.read().clone(), self.facen_size);
-        self.galleries.write().insert(name, GalleryHandle::new(gallery));
+        let index = GalleryIndex::new(self.facen_size, self.index);
+        self.galleries.write().insert(name, GalleryHandle::new(gallery, index));
     }
 
     fn delete(&self, name: &str) {

@@ -157,7 +157,8 @@ fn a_log_is_read_back_across_segments_and_replayed() {
     let log = read_log(&dir.0, &ReadOptions::default()).unwrap();
     assert_eq!((log.entries.len(), log.next_index, log.truncated.clone()), (12, 13, None));
     let schema = Schema::from_yaml("- {id: 1, name: cam, field_type: string}\n", "t").unwrap();
-    let engine = Engine::new(schema, EngineConfig { facen_size: 3, max_search_limit: 10, memory_limit: None }).unwrap();
+    let engine =
+        Engine::new(schema, EngineConfig { facen_size: 3, max_search_limit: 10, ..EngineConfig::default() }).unwrap();
     replay(&engine, &log.entries).unwrap();
     assert_eq!(engine.gallery_size("g").unwrap(), 8);
     assert_eq!(engine.get_face("g", 7).unwrap().meta, vec![MetaValue::String("cam7".into())]);

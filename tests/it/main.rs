@@ -13,6 +13,7 @@ mod errors;
 mod faces;
 mod filters;
 mod galleries;
+mod index;
 mod prop_search;
 mod search;
 mod seed_examples;

@@ -23,6 +23,10 @@ pub enum Crate {
     #[value(name = "usearch")]
     #[serde(rename = "usearch")]
     Usearch,
+    /// facedb's own graph (`facedb::index`): 8-bit codes for the walk, exact re-rank.
+    #[value(name = "facedb")]
+    #[serde(rename = "facedb")]
+    Facedb,
 }
 
 impl Crate {
@@ -30,6 +34,7 @@ impl Crate {
         match self {
             Crate::HnswRs => "hnsw_rs",
             Crate::Usearch => "usearch",
+            Crate::Facedb => "facedb",
         }
     }
 }

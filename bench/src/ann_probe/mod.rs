@@ -27,6 +27,7 @@
 mod candidate;
 mod deletes;
 mod exact;
+mod facedb_index;
 mod hnsw_rs_index;
 mod report;
 mod sweep;
@@ -40,6 +41,7 @@ use clap::Args;
 
 use self::candidate::{Candidate, Crate, Deletes};
 use self::exact::ExactRecord;
+use self::facedb_index::FacedbIndex;
 use self::hnsw_rs_index::HnswRsIndex;
 use self::report::{
     BuildRecord, DatasetRecord, DeleteRecord, FilteredSweep, PersistRecord, Results, RunRecord, SettingsRecord,
@@ -219,16 +221,18 @@ struct Probe<'a> {
 }
 
 /// A built index of either crate.
-enum Built {
+enum Built<'a> {
     HnswRs(HnswRsIndex),
     Usearch(UsearchIndex),
+    Facedb(FacedbIndex<'a>),
 }
 
-impl Built {
+impl Built<'_> {
     fn candidate(&self) -> &dyn Candidate {
         match self {
             Built::HnswRs(index) => index,
             Built::Usearch(index) => index,
+            Built::Facedb(index) => index,
         }
     }
 }
@@ -289,6 +293,7 @@ impl Probe<'_> {
         let built = match krate {
             Crate::HnswRs => HnswRsIndex::build(self.dataset, m, efc, &self.pool).map(Built::HnswRs),
             Crate::Usearch => UsearchIndex::build(self.dataset, m, efc, &self.pool).map(Built::Usearch),
+            Crate::Facedb => FacedbIndex::build(self.dataset, m, efc, &self.pool).map(Built::Facedb),
         };
         let seconds = started.elapsed().as_secs_f64();
         let built = match built {

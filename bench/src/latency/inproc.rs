@@ -28,7 +28,7 @@ const MAX_SEARCH_LIMIT: usize = 10_000;
 
 /// A fresh engine with the bench schema and an empty gallery.
 pub fn new_engine(dim: usize) -> Result<Engine> {
-    let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, memory_limit: None };
+    let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, ..EngineConfig::default() };
     let engine = Engine::new(data::schema()?, config)?;
     engine.create_gallery(GALLERY)?;
     Ok(engine)
@@ -63,7 +63,7 @@ pub fn queries(engine: &Engine, gen: &DataGen, count: usize, limit: usize, filte
 
 /// The ids a search finds, best first.
 pub fn search_ids(engine: &Engine, query: &Query) -> Result<Vec<u64>> {
-    Ok(engine.search(GALLERY, query)?.into_iter().map(|hit| hit.face.id).collect())
+    Ok(engine.search(GALLERY, query)?.0.into_iter().map(|hit| hit.face.id).collect())
 }
 
 /// Times each of `queries` after running the first `warmup` of them untimed. With a
@@ -98,7 +98,7 @@ pub fn check_exact_match(engine: &Engine, gen: &DataGen, id: u64) -> Result<()> 
     let face: Face = gen.face(id);
     let body = data::search_body(&face.vector, 1, MetaFilter::None);
     let query = parse_query(&body, &engine.schema(), gen.dim(), MAX_SEARCH_LIMIT)?;
-    let hits = engine.search(GALLERY, &query)?;
+    let (hits, _) = engine.search(GALLERY, &query)?;
     match hits.first() {
         Some(hit) if hit.face.id == id && hit.score.is_some_and(|s| s > 0.9999) => Ok(()),
         other => {

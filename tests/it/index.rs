@@ -1,0 +1,108 @@
+//! The HNSW index over HTTP: `X-search-stat`, `"exact": true`, the index flags, and answers
+//! through the graph equal to exact ones on a gallery the graph covers.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A server whose galleries get a graph from the first face, with a wide search.
+fn indexed_server() -> Server {
+    Server::start(&["--index-min-faces", "0", "--index-m", "16", "--index-ef-search", "300"])
+}
+
+/// Waits until `gallery`'s graph holds `faces` faces and none wait in its tail.
+fn wait_indexed(server: &Server, gallery: &str, faces: u64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status = server.get("/v2/admin/status").json();
+        let index = &status["indexes"][gallery];
+        if index["live"] == json!(faces) && index["tail"] == json!(0) {
+            return index.clone();
+        }
+        assert!(started.elapsed().as_secs() < 60, "not indexed after 60 s: {index}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn search_body(v: &[f32], limit: usize, exact: Option<bool>, filter_meta: Option<Value>) -> Value {
+    let mut filter = json!({"facen": {"data": facen(v), "score": [-1, 1]}});
+    if let Some(meta) = filter_meta {
+        filter["meta"] = meta;
+    }
+    let mut body = json!({"limit": limit, "sort": "-score", "filter": filter});
+    if let Some(exact) = exact {
+        body["exact"] = json!(exact);
+    }
+    body
+}
+
+#[test]
+fn searches_say_whether_they_used_the_index_and_agree_with_exact_ones() {
+    let server = indexed_server();
+    let gallery = server.new_gallery("idx");
+    let faces: Vec<Value> =
+        (0..1500).map(|id| face(id, &rand_vec(id, DIM), json!({"cam_id": format!("cam{}", id % 2)}))).collect();
+    for batch in faces.chunks(500) {
+        server.add_ok(&gallery, &json!(batch));
+    }
+    let index = wait_indexed(&server, &gallery, 1500);
+    assert!(index["bytes_per_face"].as_u64().is_some_and(|b| b > DIM as u64 / 4), "{index}");
+
+    for seed in 10_000..10_020 {
+        let q = rand_vec(seed, DIM);
+        for meta in [None, Some(json!({"cam_id": {"set": ["cam0"]}}))] {
+            let indexed = server.search(&gallery, &search_body(&q, 10, None, meta.clone()));
+            assert_eq!(indexed.status, 200, "{}", indexed.json());
+            assert_eq!(indexed.header("x-search-stat"), Some("with_index"));
+            let exact = server.search(&gallery, &search_body(&q, 10, Some(true), meta));
+            assert_eq!(exact.header("x-search-stat"), Some("without_index"));
+            let ids = |r: &Resp| {
+                results(r).iter().map(|h| (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap())).collect::<Vec<_>>()
+            };
+            if ids(&indexed) != ids(&exact) {
+                let status = server.get("/v2/admin/status").json();
+                let own = server.search(&gallery, &search_body(&rand_vec(1210, DIM), 3, None, None));
+                panic!("{:?}\n{:?}\n{}\nown: {:?}", ids(&indexed), ids(&exact), status["indexes"], ids(&own));
+            }
+        }
+    }
+    // Id order and an upper score bound are answered by the scan.
+    let by_id =
+        json!({"limit": 5, "sort": "id", "filter": {"facen": {"data": facen(&rand_vec(1, DIM)), "score": [0.1, 1]}}});
+    assert_eq!(server.search(&gallery, &by_id).header("x-search-stat"), Some("without_index"));
+    let capped = search_body(&rand_vec(2, DIM), 5, None, None);
+    let mut capped = capped;
+    capped["filter"]["facen"]["score"] = json!([-1, 0.5]);
+    assert_eq!(server.search(&gallery, &capped).header("x-search-stat"), Some("without_index"));
+}
+
+#[test]
+fn a_deleted_face_is_never_answered_by_the_index() {
+    let server = indexed_server();
+    let gallery = server.new_gallery("idxdel");
+    let faces: Vec<Value> = (0..600).map(|id| face(id, &rand_vec(id, DIM), json!({}))).collect();
+    server.add_ok(&gallery, &json!(faces));
+    wait_indexed(&server, &gallery, 600);
+    for id in 0..30u64 {
+        assert_eq!(server.delete_faces(&gallery, &json!([id])).status, 200);
+        let found = server.search(&gallery, &search_body(&rand_vec(id, DIM), 3, None, None));
+        assert_eq!(found.header("x-search-stat"), Some("with_index"));
+        assert!(results(&found).iter().all(|r| r["id"] != json!(id)), "deleted face {id} answered");
+    }
+}
+
+#[test]
+fn exact_must_be_a_boolean_and_index_flags_are_checked() {
+    let server = shared();
+    let gallery = server.new_gallery("idxbad");
+    let r = server.search(&gallery, &json!({"exact": "yes"}));
+    assert_error(&r, 400, "BAD_PARAM", Some("exact"), Some(&json!("yes")));
+    let r = server.search(&gallery, &json!({"exact": true}));
+    assert_eq!((r.status, r.header("x-search-stat")), (200, Some("without_index")));
+
+    let dir = TempDir::new("idxflags");
+    let mut args = standard_args(&dir);
+    args.extend(["--index-m".to_owned(), "1000".to_owned()]);
+    let Err(failure) = Server::launch(&args, Some(dir), false) else { panic!("--index-m 1000 was accepted") };
+    assert!(failure.stderr.contains("index_m: 1000"), "{}", failure.stderr);
+}
