@@ -27,6 +27,19 @@ use crate::workload::{self, Op, OpKind, RunOutcome, Workload};
 
 /// Latencies above this fail the "sane latencies" check.
 const SANE_P99_MS: f64 = 1000.0;
+/// The recall a search answered through the HNSW index must reach (issue 5's target); searches
+/// the planner ran as exact scans must reach 1.
+const INDEX_RECALL: f64 = 0.99;
+
+/// What a run's recall is held to: 1 when every search was an exact scan, [`INDEX_RECALL`] when
+/// any went through the index (the server's `X-search-stat`, counted per run).
+fn required_recall(run: &RunRecord) -> f64 {
+    if run.search_stats.get("with_index").is_some_and(|&n| n > 0) {
+        INDEX_RECALL
+    } else {
+        1.0 - 1e-9
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
@@ -612,24 +625,35 @@ fn checks(settings: &Settings, datasets: &[DatasetReport]) -> Vec<Check> {
 
     let exact: Vec<String> = runs()
         .filter(|(_, r)| matches!(r.workload, Workload::Search | Workload::Filtered))
-        .filter(|(_, r)| r.recall.is_none_or(|x| x < 1.0 - 1e-9))
+        .filter(|(_, r)| r.recall.is_none_or(|x| x < required_recall(r)))
         .map(|(d, r)| format!("{}: recall {:?}", where_(d, r), r.recall))
         .collect();
-    check(format!("recall@{k} = 1.0 of exact search, plain and every filter"), exact);
+    check(
+        format!("recall@{k} = 1.0 of exact search, plain and every filter (≥ {INDEX_RECALL} where the index answered)"),
+        exact,
+    );
 
     let threshold: Vec<String> = runs()
         .filter(|(_, r)| r.workload == Workload::Threshold)
-        .filter(|(_, r)| r.recall.is_none_or(|x| x < 1.0 - 1e-9) || r.threshold_extras.unwrap_or(0) > 0)
+        .filter(|(_, r)| r.recall.is_none_or(|x| x < required_recall(r)) || r.threshold_extras.unwrap_or(0) > 0)
         .map(|(d, r)| format!("{}: recall {:?}, {} below", where_(d, r), r.recall, r.threshold_extras.unwrap_or(0)))
         .collect();
-    check("threshold searches find every face above the threshold and none below".into(), threshold);
+    check(
+        format!("threshold searches find every face above the threshold (≥ {INDEX_RECALL} through the index) and none below"),
+        threshold,
+    );
 
     let mixed: Vec<String> = runs()
         .filter(|(d, r)| r.workload == Workload::Mixed && d.mixed_recall_checked)
-        .filter(|(_, r)| r.recall.is_none_or(|x| x < 1.0 - 1e-9))
+        .filter(|(_, r)| r.recall.is_none_or(|x| x < required_recall(r)))
         .map(|(d, r)| format!("{}: recall {:?}", where_(d, r), r.recall))
         .collect();
-    check(format!("recall@{k} stays 1.0 while the mixed workload adds and deletes faces"), mixed);
+    check(
+        format!(
+            "recall@{k} stays 1.0 (≥ {INDEX_RECALL} through the index) while the mixed workload adds and deletes faces"
+        ),
+        mixed,
+    );
 
     let slow: Vec<String> = runs()
         .flat_map(|(d, r)| {
