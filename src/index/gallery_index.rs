@@ -230,25 +230,24 @@ impl GalleryIndex {
         self.index_tail(gallery)
     }
 
-    /// Builds a new graph from a copy of the gallery and swaps it in.
+    /// Builds a new graph from the gallery's chunks as they are now and swaps it in. The chunks
+    /// are copy-on-write: holding them costs no copy, and the gallery's lock is held only while
+    /// taking them, not while the graph is built.
     fn build(&self, gallery: &RwLock<Gallery>) {
-        let (faces, tail_then) = {
+        let (chunks, tail_then) = {
             let gallery = gallery.read();
             let mut tail = self.tail.lock();
             tail.tracking = true;
             *self.removals.lock() = Some(Vec::new());
-            let mut faces = Vec::with_capacity(gallery.len());
-            for chunk in gallery.snapshot() {
-                for row in 0..chunk.len() {
-                    faces.push((chunk.id(row), chunk.vector(row).to_vec()));
-                }
-            }
-            (faces, tail.faces.clone())
+            (gallery.snapshot(), tail.faces.clone())
         };
+        let faces: Vec<(u64, &[f32])> =
+            chunks.iter().flat_map(|chunk| (0..chunk.len()).map(|row| (chunk.id(row), chunk.vector(row)))).collect();
         let capacity = faces.len() + faces.len() / 4 + 1024;
         let graph = Graph::new(self.dim, self.graph_params(), capacity);
         let missed = insert_all(&graph, &faces);
         drop(faces);
+        drop(chunks);
         {
             let mut removals = self.removals.lock();
             for id in removals.take().unwrap_or_default() {
@@ -305,7 +304,8 @@ impl GalleryIndex {
             *self.graph.write() = Some(grown.clone());
             graph = grown;
         }
-        let missed = insert_all(&graph, &faces);
+        let borrowed: Vec<(u64, &[f32])> = faces.iter().map(|(id, vector)| (*id, vector.as_slice())).collect();
+        let missed = insert_all(&graph, &borrowed);
         let mut tail = self.tail.lock();
         let mut gone = Vec::new();
         for (id, seq) in batch {
@@ -331,8 +331,8 @@ impl GalleryIndex {
 
 /// Inserts faces into a graph, in parallel when there are many; returns the ids that did not
 /// fit (none when the caller made room, as it does).
-fn insert_all(graph: &Graph, faces: &[(u64, Vec<f32>)]) -> HashSet<u64> {
-    let insert = |(id, vector): &(u64, Vec<f32>)| graph.insert(*id, vector).err().map(|_| *id);
+fn insert_all(graph: &Graph, faces: &[(u64, &[f32])]) -> HashSet<u64> {
+    let insert = |&(id, vector): &(u64, &[f32])| graph.insert(id, vector).err().map(|_| id);
     if faces.len() >= PARALLEL_FACES {
         faces.par_iter().filter_map(insert).collect()
     } else {

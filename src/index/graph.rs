@@ -173,11 +173,6 @@ impl Graph {
         self.nodes().saturating_sub(self.dead())
     }
 
-    /// Whether face `id` is in the graph (alive).
-    pub fn contains(&self, id: u64) -> bool {
-        self.slots.lock().contains_key(&id)
-    }
-
     /// The face id of a slot.
     pub fn face(&self, slot: u32) -> u64 {
         self.faces[slot as usize].load(Ordering::Acquire)
