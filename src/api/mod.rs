@@ -105,8 +105,14 @@ fn json_reply(body: Json) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn gallery_add(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
-    blocking(move || engine.create_gallery(&name)).await?;
+/// `POST /v2/galleries/add/{name}`, with an optional body of index parameters for the gallery.
+async fn gallery_add(
+    State(engine): State<Arc<Engine>>,
+    GalleryName(name): GalleryName,
+    JsonBody(body): JsonBody,
+) -> Reply {
+    let overrides = wire::index_overrides(&body, engine.config().index.params)?;
+    blocking(move || engine.create_indexed_gallery(&name, overrides)).await?;
     Ok(empty(StatusCode::OK))
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::facen;
+use crate::index::gallery_index::{IndexOverrides, IndexParams};
 use crate::schema::{MetaValue, Schema};
 use crate::search::Hit;
 use crate::store::{Face, FaceUpdate};
@@ -145,4 +146,41 @@ pub fn face_json(face: &Face, score: Option<f32>, schema: &Schema) -> Json {
 pub fn hits_json(hits: &[Hit], schema: &Schema) -> Json {
     let results: Vec<Json> = hits.iter().map(|hit| face_json(&hit.face, hit.score, schema)).collect();
     serde_json::json!({ "results": results })
+}
+
+/// The optional body of `POST /v2/galleries/add/:name`: `{"m", "ef_construction",
+/// "ef_search"}`, each optional, checked against `server` (the parameters they replace).
+pub fn index_overrides(body: &Json, server: IndexParams) -> Result<IndexOverrides> {
+    let object = match body {
+        Json::Null => return Ok(IndexOverrides::default()),
+        Json::Object(object) => object,
+        other => {
+            return Err(Error::malformed(
+                "the body of a gallery add is empty or an object {\"m\", \"ef_construction\", \"ef_search\"}",
+            )
+            .with_value(other.clone()))
+        }
+    };
+    let mut overrides = IndexOverrides::default();
+    for (key, value) in object {
+        let slot = match key.as_str() {
+            "m" | "M" => &mut overrides.m,
+            "ef_construction" => &mut overrides.ef_construction,
+            "ef_search" => &mut overrides.ef_search,
+            _ => {
+                return Err(Error::bad_param(
+                    key.as_str(),
+                    format!("unknown key {key:?}; a gallery's index takes m, ef_construction, ef_search"),
+                ))
+            }
+        };
+        let number = value.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+            Error::bad_param(key.as_str(), format!("{key} must be a positive integer")).with_value(value.clone())
+        })?;
+        *slot = Some(number);
+    }
+    overrides.apply(server).check().map_err(|(param, value, range)| {
+        Error::bad_param(param, format!("{param} must be {range}")).with_value(value)
+    })?;
+    Ok(overrides)
 }

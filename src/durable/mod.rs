@@ -197,7 +197,7 @@ impl Database {
             },
             "snapshots": self.snapshots.status(&self.config),
             "indexes": galleries.iter().filter_map(|g| {
-                let status = engine.index_status(&g.name).ok().flatten()?;
+                let status = engine.index_status(&g.name).ok()?;
                 Some((g.name.clone(), json!(status)))
             }).collect::<serde_json::Map<String, Json>>(),
         })
@@ -345,10 +345,13 @@ fn load_and_replay(
         let recorded_schema = Schema::from_yaml(&recorded.0, &path.display().to_string())?;
         let engine = Engine::recovering(recorded_schema.clone(), engine_config.clone());
         let shared = Arc::new(recorded_schema.clone());
-        for (name, chunks) in loaded.galleries {
-            let gallery = Gallery::from_chunks(shared.clone(), engine_config.facen_size, chunks)
+        for loaded in loaded.galleries {
+            let name = loaded.name;
+            let gallery = Gallery::from_chunks(shared.clone(), engine_config.facen_size, loaded.chunks)
                 .map_err(|e| format!("{}: gallery {name:?}: {e}", path.display()))?;
-            engine.insert_gallery(&name, gallery).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+            engine
+                .insert_gallery(&name, gallery, loaded.index)
+                .map_err(|e| format!("{}: {}", path.display(), e.message))?;
         }
         recovery.snapshot = Some((index, path));
         return replay_log(engine, index, Some(recorded_schema), config, recovery);

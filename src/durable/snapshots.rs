@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
 use super::{Database, DurableConfig, TERM};
-use crate::snapshot::{self, GalleryImage};
+use crate::snapshot;
 use crate::store::Engine;
 use crate::wal::codec::{encode_op_ref, OpRef};
 use crate::wal::recover::prune;
@@ -88,16 +88,15 @@ impl Snapshots {
         if last_index == Some(index) {
             let path = self.dir.join(snapshot::file_name(index));
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let faces = taken.iter().map(|(_, chunks)| chunks.iter().map(|c| c.len() as u64).sum::<u64>()).sum();
+            let faces = taken.iter().map(|g| g.chunks.iter().map(|c| c.len() as u64).sum::<u64>()).sum();
             return Ok(SnapshotInfo { index, path, bytes, faces, seconds: 0.0, written: false });
         }
         let schema = engine.schema().to_yaml();
         let facen_size = engine.config().facen_size;
         let recorded = encode_op_ref(OpRef::Configure { schema: &schema, facen_size: facen_size as u64 })?;
-        let images: Vec<GalleryImage> = taken.into_iter().map(|(name, chunks)| GalleryImage { name, chunks }).collect();
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create the snapshot directory {}: {e}", self.dir.display()))?;
-        let written = snapshot::write(&self.dir, index, TERM, &recorded, facen_size, &images)?;
+        let written = snapshot::write(&self.dir, index, TERM, &recorded, facen_size, &taken)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(index, faces = written.faces, bytes = written.bytes, seconds, file = %written.path.display(), "snapshot written");
         self.retire_old(config)?;

@@ -74,6 +74,32 @@ impl IndexParams {
     }
 }
 
+/// The index parameters one gallery was created with (`POST /v2/galleries/add/:name` with a
+/// body): each one given replaces the server's (`--index-m`, ...); the others follow the
+/// server's, also after a restart with other flags. Logged with the gallery's creation and
+/// kept in snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexOverrides {
+    pub m: Option<usize>,
+    pub ef_construction: Option<usize>,
+    pub ef_search: Option<usize>,
+}
+
+impl IndexOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == IndexOverrides::default()
+    }
+
+    /// `base` with the values given here.
+    pub fn apply(&self, base: IndexParams) -> IndexParams {
+        IndexParams {
+            m: self.m.unwrap_or(base.m),
+            ef_construction: self.ef_construction.unwrap_or(base.ef_construction),
+            ef_search: self.ef_search.unwrap_or(base.ef_search),
+        }
+    }
+}
+
 /// When a gallery gets a graph and when it is rebuilt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IndexSettings {
@@ -111,6 +137,20 @@ pub struct IndexView {
 /// Figures for the status endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct IndexStatus {
+    /// The parameters in force (the server's, with the gallery's overrides).
+    #[serde(flatten)]
+    pub params: IndexParams,
+    /// The parameters the gallery was created with, when any.
+    #[serde(skip_serializing_if = "IndexOverrides::is_empty")]
+    pub overrides: IndexOverrides,
+    /// The graph's figures, once it has one.
+    #[serde(flatten)]
+    pub graph: Option<GraphStatus>,
+}
+
+/// A graph's figures.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GraphStatus {
     pub nodes: usize,
     pub live: usize,
     pub tombstones: usize,
@@ -122,7 +162,9 @@ pub struct IndexStatus {
 }
 
 pub struct GalleryIndex {
+    /// The server's settings with the gallery's overrides applied.
     settings: IndexSettings,
+    overrides: IndexOverrides,
     dim: usize,
     tail: Mutex<Tail>,
     /// While a build runs: the faces deleted since its copy was taken.
@@ -132,9 +174,10 @@ pub struct GalleryIndex {
 }
 
 impl GalleryIndex {
-    pub fn new(dim: usize, settings: IndexSettings) -> GalleryIndex {
+    pub fn new(dim: usize, server: IndexSettings, overrides: IndexOverrides) -> GalleryIndex {
         GalleryIndex {
-            settings,
+            settings: IndexSettings { params: overrides.apply(server.params), ..server },
+            overrides,
             dim,
             tail: Mutex::new(Tail::default()),
             removals: Mutex::new(None),
@@ -145,6 +188,10 @@ impl GalleryIndex {
 
     pub fn settings(&self) -> IndexSettings {
         self.settings
+    }
+
+    pub fn overrides(&self) -> IndexOverrides {
+        self.overrides
     }
 
     fn graph(&self) -> Option<Arc<Graph>> {
@@ -199,19 +246,21 @@ impl GalleryIndex {
         Some(IndexView { graph, tail, params: self.settings.params })
     }
 
-    pub fn status(&self) -> Option<IndexStatus> {
-        let graph = self.graph()?;
-        let tail = self.tail.lock().faces.len();
-        let live = graph.live();
-        Some(IndexStatus {
-            nodes: graph.nodes(),
-            live,
-            tombstones: graph.dead(),
-            tail,
-            capacity: graph.capacity(),
-            bytes_per_face: graph.bytes_per_slot() * graph.capacity() / live.max(1),
-            builds: self.builds.load(Ordering::Relaxed),
-        })
+    pub fn status(&self) -> IndexStatus {
+        let graph = self.graph().map(|graph| {
+            let tail = self.tail.lock().faces.len();
+            let live = graph.live();
+            GraphStatus {
+                nodes: graph.nodes(),
+                live,
+                tombstones: graph.dead(),
+                tail,
+                capacity: graph.capacity(),
+                bytes_per_face: graph.bytes_per_slot() * graph.capacity() / live.max(1),
+                builds: self.builds.load(Ordering::Relaxed),
+            }
+        });
+        IndexStatus { params: self.settings.params, overrides: self.overrides, graph }
     }
 
     /// One unit of background work: a build when one is due, else a step of the tail.

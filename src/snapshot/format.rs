@@ -3,7 +3,7 @@
 //! ```text
 //! file header, 64 bytes:
 //!    0  magic "FACEDBSN"
-//!    8  format version u32 LE (1)
+//!    8  format version u32 LE (2; version 1 is read too: its `gall` bodies lack `index`)
 //!   12  reserved u32 (0)
 //!   16  lsn u64 LE | 24  term u64 LE | 32  dim u64 LE | 40  gallery count u64 LE
 //!   48  reserved (12 zero bytes)
@@ -33,10 +33,13 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::index::gallery_index::IndexOverrides;
 use crate::store::column::{StoredColumn, StoredColumnRef};
 
 pub const MAGIC: [u8; 8] = *b"FACEDBSN";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Older versions this build still reads.
+pub const READ_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// The length of the file header and of every section header, and the alignment of bodies.
 pub const BLOCK: usize = 64;
 /// Facen sizes a snapshot may have (those `facedb serve` accepts).
@@ -91,6 +94,8 @@ impl Kind {
 /// The file header's fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The format version (always [`FORMAT_VERSION`] when writing).
+    pub version: u32,
     pub lsn: u64,
     pub term: u64,
     pub dim: u64,
@@ -101,7 +106,7 @@ impl Header {
     pub fn encode(&self) -> [u8; BLOCK] {
         let mut block = [0u8; BLOCK];
         block[..8].copy_from_slice(&MAGIC);
-        block[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        block[8..12].copy_from_slice(&self.version.to_le_bytes());
         block[16..24].copy_from_slice(&self.lsn.to_le_bytes());
         block[24..32].copy_from_slice(&self.term.to_le_bytes());
         block[32..40].copy_from_slice(&self.dim.to_le_bytes());
@@ -119,8 +124,8 @@ impl Header {
             return Err((0, "not a facedb snapshot (bad magic)".to_owned()));
         }
         let version = u32_at(block, 8);
-        if version != FORMAT_VERSION {
-            return Err((8, format!("snapshot format version {version}, this build reads {FORMAT_VERSION}")));
+        if !READ_VERSIONS.contains(&version) {
+            return Err((8, format!("snapshot format version {version}, this build reads {READ_VERSIONS:?}")));
         }
         if !sealed(block) {
             return Err((0, "header checksum mismatch (crc32)".to_owned()));
@@ -129,6 +134,7 @@ impl Header {
             return Err((0, "reserved header bytes are not zero".to_owned()));
         }
         Ok(Header {
+            version,
             lsn: u64_at(block, 16),
             term: u64_at(block, 24),
             dim: u64_at(block, 32),
@@ -207,6 +213,26 @@ fn u64_at(block: &[u8; BLOCK], at: usize) -> u64 {
 pub struct GalleryBody {
     pub name: String,
     pub chunks: u64,
+    /// The index parameters the gallery was created with (from version 2).
+    pub index: IndexOverrides,
+}
+
+/// The body of a `gall` section in a version 1 file.
+#[derive(Debug, Deserialize)]
+pub struct GalleryBodyV1 {
+    pub name: String,
+    pub chunks: u64,
+}
+
+impl GalleryBody {
+    /// Decodes the body of a file of format `version`.
+    pub fn decode(body: &[u8], version: u32) -> Result<GalleryBody, String> {
+        if version == 1 {
+            let GalleryBodyV1 { name, chunks } = decode(body)?;
+            return Ok(GalleryBody { name, chunks, index: IndexOverrides::default() });
+        }
+        decode(body)
+    }
 }
 
 /// The body of a `rows` section: a chunk's faces without their vectors. `capacity` is the

@@ -31,6 +31,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::index::gallery_index::IndexOverrides;
 use crate::store::chunk::Chunk;
 
 pub use reader::read;
@@ -94,7 +95,18 @@ fn file_names(dir: &Path) -> Result<Vec<String>, String> {
 #[derive(Debug, Clone)]
 pub struct GalleryImage {
     pub name: String,
+    /// The index parameters the gallery was created with.
+    pub index: IndexOverrides,
     pub chunks: Vec<Arc<Chunk>>,
+}
+
+/// A gallery as [`read`] gives it back. Chunks keep their order (and thus every face its chunk
+/// and row) and the capacity they had.
+#[derive(Debug)]
+pub struct LoadedGallery {
+    pub name: String,
+    pub index: IndexOverrides,
+    pub chunks: Vec<Chunk>,
 }
 
 /// What a snapshot wrote.
@@ -116,7 +128,6 @@ pub struct Loaded {
     pub config: Vec<u8>,
     /// The facen size.
     pub dim: usize,
-    /// Each gallery's name and chunks, in the order given to [`write`]. Chunks keep their order
-    /// (and thus every face its chunk and row) and the capacity they had.
-    pub galleries: Vec<(String, Vec<Chunk>)>,
+    /// The galleries, in the order given to [`write`].
+    pub galleries: Vec<LoadedGallery>,
 }

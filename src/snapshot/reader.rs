@@ -11,7 +11,7 @@ use std::path::Path;
 use memmap2::MmapOptions;
 
 use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBody, SectionHeader, BLOCK, DIMS};
-use crate::snapshot::Loaded;
+use crate::snapshot::{Loaded, LoadedGallery};
 use crate::store::chunk::{self, Chunk};
 use crate::store::column::Column;
 
@@ -48,12 +48,12 @@ fn parse(bytes: &[u8]) -> Result<Loaded, Problem> {
     let mut galleries = Vec::new();
     for _ in 0..header.galleries {
         let (at, body) = sections.next(Kind::Gallery)?;
-        let gallery: GalleryBody = format::decode(body).map_err(|e| (at, format!("gallery section: {e}")))?;
+        let gallery = GalleryBody::decode(body, header.version).map_err(|e| (at, format!("gallery section: {e}")))?;
         let mut chunks = Vec::new();
         for _ in 0..gallery.chunks {
             chunks.push(read_chunk(&mut sections, dim)?);
         }
-        galleries.push((gallery.name, chunks));
+        galleries.push(LoadedGallery { name: gallery.name, index: gallery.index, chunks });
     }
     if sections.at != bytes.len() {
         return Err((sections.at, format!("{} bytes after the last section", bytes.len() - sections.at)));

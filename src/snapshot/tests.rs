@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::index::gallery_index::IndexOverrides;
 use crate::schema::{MetaValue, Schema};
 use crate::search::{self, parse::parse_query};
 use crate::snapshot::format;
@@ -92,11 +93,14 @@ fn many_chunks() -> Vec<Arc<Chunk>> {
     chunks
 }
 
+/// The index parameters "people" was created with.
+const PEOPLE_INDEX: IndexOverrides = IndexOverrides { m: Some(48), ef_construction: None, ef_search: Some(300) };
+
 fn images() -> Vec<GalleryImage> {
     vec![
-        GalleryImage { name: "people".into(), chunks: gallery_with_history().snapshot() },
-        GalleryImage { name: "nobody".into(), chunks: vec![] },
-        GalleryImage { name: "many".into(), chunks: many_chunks() },
+        GalleryImage { name: "people".into(), index: PEOPLE_INDEX, chunks: gallery_with_history().snapshot() },
+        GalleryImage { name: "nobody".into(), index: IndexOverrides::default(), chunks: vec![] },
+        GalleryImage { name: "many".into(), index: IndexOverrides::default(), chunks: many_chunks() },
     ]
 }
 
@@ -136,12 +140,13 @@ fn galleries_come_back_face_for_face() {
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
     assert_eq!((loaded.lsn, loaded.term, loaded.dim, loaded.config.as_slice()), (42, 3, DIM, CONFIG));
-    let names: Vec<&str> = loaded.galleries.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = loaded.galleries.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["people", "nobody", "many"]);
-    for (image, (_, chunks)) in images.iter().zip(&loaded.galleries) {
-        assert_same_chunks(&image.name, &image.chunks, chunks);
+    for (image, loaded) in images.iter().zip(&loaded.galleries) {
+        assert_same_chunks(&image.name, &image.chunks, &loaded.chunks);
+        assert_eq!(image.index, loaded.index, "gallery {}: index parameters", image.name);
     }
-    assert_eq!(loaded.galleries[2].1[3].len(), 0, "an emptied chunk stays, so rows keep their chunk");
+    assert_eq!(loaded.galleries[2].chunks[3].len(), 0, "an emptied chunk stays, so rows keep their chunk");
 }
 
 #[test]
@@ -154,13 +159,13 @@ fn a_gallery_of_several_full_size_chunks_comes_back() {
         .collect();
     gallery.add(&faces).unwrap();
     gallery.delete(&[5, 1500, 2499]).unwrap();
-    let image = GalleryImage { name: "big".into(), chunks: gallery.snapshot() };
+    let image = GalleryImage { name: "big".into(), index: IndexOverrides::default(), chunks: gallery.snapshot() };
     assert_eq!(image.chunks.len(), 3);
     let dir = Dir::new("snapshot-big");
     let written = write(&dir.0, 7, 1, CONFIG, dim, std::slice::from_ref(&image)).unwrap();
     assert!(written.bytes > 2497 * dim as u64 * 4);
     let loaded = read(&written.path).unwrap();
-    assert_same_chunks("big", &image.chunks, &loaded.galleries[0].1);
+    assert_same_chunks("big", &image.chunks, &loaded.galleries[0].chunks);
 }
 
 /// A loaded chunk is changed exactly like the original: deletes, new values (old and new
@@ -170,8 +175,8 @@ fn loaded_chunks_change_like_the_originals() {
     let dir = Dir::new("snapshot-behaviour");
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
-    for (image, (_, chunks)) in images.iter().zip(loaded.galleries) {
-        for (original, loaded) in image.chunks.iter().zip(chunks) {
+    for (image, gallery) in images.iter().zip(loaded.galleries) {
+        for (original, loaded) in image.chunks.iter().zip(gallery.chunks) {
             let mut original = Chunk::clone(original);
             let mut loaded = loaded;
             let change = |chunk: &mut Chunk| {
@@ -213,7 +218,7 @@ fn searches_find_the_same_faces_after_loading() {
     let images = images();
     let loaded = write_and_read(&dir.0, &images);
     let original = &images[0].chunks;
-    let loaded: Vec<Arc<Chunk>> = loaded.galleries[0].1.iter().cloned().map(Arc::new).collect();
+    let loaded: Vec<Arc<Chunk>> = loaded.galleries[0].chunks.iter().cloned().map(Arc::new).collect();
     let queries = [
         json!({"filter": {"meta": {"name": {"set": ["Łódź", "", "renamed 5 ✓"]}}}}),
         json!({"filter": {"meta": {"name": {"ilike": "%å%"}}}}),
@@ -312,8 +317,8 @@ fn small_snapshot(dir: &Path) -> Vec<u8> {
     let mut gallery = Gallery::new(schema(), DIM);
     gallery.add(&(0..3).map(face).collect::<Vec<_>>()).unwrap();
     let images = [
-        GalleryImage { name: "g".into(), chunks: gallery.snapshot() },
-        GalleryImage { name: "empty".into(), chunks: vec![] },
+        GalleryImage { name: "g".into(), index: IndexOverrides::default(), chunks: gallery.snapshot() },
+        GalleryImage { name: "empty".into(), index: IndexOverrides::default(), chunks: vec![] },
     ];
     let written = write(dir, 9, 2, b"cfg", DIM, &images).unwrap();
     std::fs::read(written.path).unwrap()
@@ -370,7 +375,7 @@ fn damage_is_reported_by_section() {
         read(&path).unwrap_err().strip_prefix(&format!("{}: ", path.display())).unwrap().to_owned()
     };
     assert_eq!(read_with(0, b'X'), "byte 0: not a facedb snapshot (bad magic)");
-    assert_eq!(read_with(8, 2), "byte 8: snapshot format version 2, this build reads 1");
+    assert_eq!(read_with(8, 3), "byte 8: snapshot format version 3, this build reads 1..=2");
     assert_eq!(read_with(20, 1), "byte 0: header checksum mismatch (crc32)");
     // Sections: config at 64 (body 3 bytes, padded to 64), then the gallery section at 192.
     assert_eq!(read_with(64 + 64, b'C'), "byte 64: config section: body checksum mismatch (crc32)");
@@ -381,6 +386,46 @@ fn damage_is_reported_by_section() {
     assert!(err.ends_with("byte 0: the file is 0 bytes, shorter than the 64-byte header"), "{err}");
     let err = read(&dir.0.join("missing.snap")).unwrap_err();
     assert!(err.contains("missing.snap: cannot open"), "{err}");
+}
+
+/// The same file as version 1 wrote it: header version 1, gallery bodies without `index`.
+fn as_version_1(bytes: &[u8]) -> Vec<u8> {
+    let header = format::Header::decode(bytes).unwrap();
+    let mut out = format::Header { version: 1, ..header }.encode().to_vec();
+    let mut at = format::BLOCK;
+    while at < bytes.len() {
+        let block: &[u8; format::BLOCK] = bytes[at..at + format::BLOCK].try_into().unwrap();
+        let section = format::SectionHeader::decode(block).unwrap();
+        let body = &bytes[at + format::BLOCK..at + format::BLOCK + section.len as usize];
+        let body = if section.kind == format::Kind::Gallery {
+            let v2: format::GalleryBody = format::decode(body).unwrap();
+            let mut v1 = Vec::new();
+            format::encode_into(&(v2.name, v2.chunks), &mut v1).unwrap();
+            v1
+        } else {
+            body.to_vec()
+        };
+        out.extend(format::section_header(section.kind, &body));
+        out.extend(&body);
+        out.resize(out.len() + format::padding(body.len()), 0);
+        at += format::BLOCK + section.len as usize + format::padding(section.len as usize);
+    }
+    out
+}
+
+#[test]
+fn a_version_1_snapshot_is_still_read() {
+    let dir = Dir::new("snapshot-v1");
+    let images = images();
+    let written = write(&dir.0, 42, 3, CONFIG, DIM, &images).unwrap();
+    let old = dir.0.join(file_name(41));
+    std::fs::write(&old, as_version_1(&std::fs::read(&written.path).unwrap())).unwrap();
+    let loaded = read(&old).unwrap();
+    for (image, loaded) in images.iter().zip(&loaded.galleries) {
+        assert_eq!(image.name, loaded.name);
+        assert_same_chunks(&image.name, &image.chunks, &loaded.chunks);
+        assert_eq!(loaded.index, IndexOverrides::default(), "version 1 had no index parameters");
+    }
 }
 
 /// Loading speed at scale: `cargo test --release --lib snapshot::tests::load_speed -- --ignored --nocapture`.
@@ -402,10 +447,10 @@ fn load_speed() {
     drop(batch);
     let dir = Dir::new("snapshot-speed");
     let started = std::time::Instant::now();
-    let image = GalleryImage { name: "g".into(), chunks: gallery.snapshot() };
+    let image = GalleryImage { name: "g".into(), index: IndexOverrides::default(), chunks: gallery.snapshot() };
     let written = write(&dir.0, 1, 1, CONFIG, dim, &[image]).unwrap();
     println!("write: {:?} for {} bytes", started.elapsed(), written.bytes);
     let started = std::time::Instant::now();
     let loaded = read(&written.path).unwrap();
-    println!("read: {:?} for {} chunks", started.elapsed(), loaded.galleries[0].1.len());
+    println!("read: {:?} for {} chunks", started.elapsed(), loaded.galleries[0].chunks.len());
 }

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBodyRef, BLOCK, DIMS};
+use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBodyRef, BLOCK, DIMS, FORMAT_VERSION};
 use crate::snapshot::{file_name, GalleryImage, Written, TEMP_SUFFIX};
 use crate::store::chunk::Chunk;
 use crate::wal::writer::sync_dir;
@@ -40,8 +40,12 @@ pub fn write(
     let path = dir.join(file_name(lsn));
     check(&path, dim, galleries)?;
     let temp = dir.join(format!("{lsn:020}{TEMP_SUFFIX}"));
-    let written =
-        write_temp(&temp, Header { lsn, term, dim: dim as u64, galleries: galleries.len() as u64 }, config, galleries);
+    let written = write_temp(
+        &temp,
+        Header { version: FORMAT_VERSION, lsn, term, dim: dim as u64, galleries: galleries.len() as u64 },
+        config,
+        galleries,
+    );
     let bytes = match written {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -87,7 +91,8 @@ fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryIm
     let mut body = Vec::new();
     for gallery in galleries {
         body.clear();
-        let gallery_body = GalleryBody { name: gallery.name.clone(), chunks: gallery.chunks.len() as u64 };
+        let gallery_body =
+            GalleryBody { name: gallery.name.clone(), chunks: gallery.chunks.len() as u64, index: gallery.index };
         format::encode_into(&gallery_body, &mut body).map_err(|e| out.error(e))?;
         out.section(Kind::Gallery, &body)?;
         for chunk in &gallery.chunks {

@@ -58,7 +58,7 @@ fn under_five() -> Vec<Condition> {
 fn wait_indexed(engine: &Engine, name: &str, faces: usize) {
     let started = Instant::now();
     loop {
-        let status = engine.index_status(name).unwrap();
+        let status = engine.index_status(name).unwrap().graph;
         if status.is_some_and(|s| s.tail == 0 && s.live == faces) {
             return;
         }
@@ -151,7 +151,7 @@ fn a_rebuild_during_searches_and_writes_loses_nothing() {
     let first: Vec<Face> = (0..3000).map(|id| face(id, vectors.next())).collect();
     engine.add_faces("g", first).unwrap();
     wait_indexed(&engine, "g", 3000);
-    let builds_before = engine.index_status("g").unwrap().unwrap().builds;
+    let builds_before = engine.index_status("g").unwrap().graph.unwrap().builds;
     let done = Arc::new(AtomicBool::new(false));
     // Searchers: a face whose delete was acknowledged before the search began is never answered.
     let deleted_below = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -186,7 +186,7 @@ fn a_rebuild_during_searches_and_writes_loses_nothing() {
     let searches: usize = searchers.into_iter().map(|s| s.join().unwrap()).sum();
     assert!(searches > 50, "only {searches} searches ran");
     wait_indexed(&engine, "g", 3000);
-    let status = engine.index_status("g").unwrap().unwrap();
+    let status = engine.index_status("g").unwrap().graph.unwrap();
     assert!(status.builds > builds_before, "no rebuild ran: {status:?}");
     // Every live face is in the graph: its own vector finds it first through the index.
     for id in (1500..next).step_by(7) {

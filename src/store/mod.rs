@@ -36,11 +36,12 @@ use std::sync::{mpsc, Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::index::gallery_index::{GalleryIndex, IndexSettings, IndexStatus};
+use crate::index::gallery_index::{GalleryIndex, IndexOverrides, IndexSettings, IndexStatus};
 use crate::index::planner::{self, Plan, Situation};
 use crate::index::search::{candidates, LazyFilters};
 use crate::schema::{FieldType, Schema};
 use crate::search::{self, Hit, Query};
+use crate::snapshot::GalleryImage;
 use crate::wal::codec::{encode_op_ref, OpRef};
 use crate::wal::writer::{Waiter, Wal, WalConfig};
 use crate::wal::{Entry, Op};
@@ -271,13 +272,21 @@ impl Engine {
     }
 
     pub fn create_gallery(&self, name: &str) -> Result<()> {
+        self.create_indexed_gallery(name, IndexOverrides::default())
+    }
+
+    /// Creates a gallery whose index takes `index`'s parameters instead of the server's (the
+    /// caller checked them).
+    pub fn create_indexed_gallery(&self, name: &str, index: IndexOverrides) -> Result<()> {
         check_gallery_name(name)?;
         let _ddl = self.ddl.lock();
         if self.shared.galleries.read().contains_key(name) {
             return Err(Error::conflict("gallery already exists").with_param("name").with_value(name));
         }
         let (shared, owned) = (self.shared.clone(), name.to_owned());
-        let waiter = self.submit(OpRef::CreateGallery { name }, move || shared.create(owned))?;
+        let op =
+            if index.is_empty() { OpRef::CreateGallery { name } } else { OpRef::CreateIndexedGallery { name, index } };
+        let waiter = self.submit(op, move || shared.create(owned, index))?;
         acknowledged(waiter)
     }
 
@@ -426,12 +435,8 @@ impl Engine {
                 }
                 self.shared.set_schema(Schema::from_yaml(schema, "the logged schema").map_err(Error::internal)?);
             }
-            Op::CreateGallery { name } => {
-                if self.shared.galleries.read().contains_key(name) {
-                    return Err(Error::conflict("gallery already exists").with_param("name").with_value(name.as_str()));
-                }
-                self.shared.create(name.clone());
-            }
+            Op::CreateGallery { name } => self.replay_create(name, IndexOverrides::default())?,
+            Op::CreateIndexedGallery { name, index } => self.replay_create(name, *index)?,
             Op::DeleteGallery { name } => {
                 self.gallery(name)?;
                 self.shared.delete(name);
@@ -459,15 +464,23 @@ impl Engine {
         Ok(())
     }
 
+    fn replay_create(&self, name: &str, index: IndexOverrides) -> Result<()> {
+        if self.shared.galleries.read().contains_key(name) {
+            return Err(Error::conflict("gallery already exists").with_param("name").with_value(name));
+        }
+        self.shared.create(name.to_owned(), index);
+        Ok(())
+    }
+
     /// Adds a whole gallery (loaded from a snapshot) while recovering.
-    pub fn insert_gallery(&self, name: &str, gallery: Gallery) -> Result<()> {
+    pub fn insert_gallery(&self, name: &str, gallery: Gallery, index: IndexOverrides) -> Result<()> {
         check_gallery_name(name)?;
         let mut galleries = self.shared.galleries.write();
         if galleries.contains_key(name) {
             return Err(Error::conflict("gallery appears twice").with_param("name").with_value(name));
         }
         self.shared.faces.fetch_add(gallery.len() as u64, Ordering::Relaxed);
-        let index = GalleryIndex::new(self.config.facen_size, self.shared.index);
+        let index = GalleryIndex::new(self.config.facen_size, self.shared.index, index);
         galleries.insert(name.to_owned(), GalleryHandle::new(gallery, index));
         Ok(())
     }
@@ -475,15 +488,21 @@ impl Engine {
     /// The chunks of every gallery at the point between two log rounds where every write up to
     /// the returned index is applied and no later one: what a snapshot writes. With a log in a
     /// file, the log also starts a new segment there.
-    pub fn checkpoint(&self) -> Result<(u64, Vec<(String, Snapshot)>)> {
+    pub fn checkpoint(&self) -> Result<(u64, Vec<GalleryImage>)> {
         let (sender, images) = mpsc::sync_channel(1);
         let shared = self.shared.clone();
         let waiter = self.log()?.barrier(
             true,
             Box::new(move |_| {
                 let galleries = shared.galleries.read();
-                let taken: Vec<(String, Snapshot)> =
-                    galleries.iter().map(|(name, handle)| (name.clone(), handle.state.read().snapshot())).collect();
+                let taken: Vec<GalleryImage> = galleries
+                    .iter()
+                    .map(|(name, handle)| GalleryImage {
+                        name: name.clone(),
+                        index: handle.index.overrides(),
+                        chunks: handle.state.read().snapshot(),
+                    })
+                    .collect();
                 let _ = sender.send(taken);
             }),
         );
@@ -534,16 +553,16 @@ impl Engine {
         Ok((hits, plan))
     }
 
-    /// The index figures of a gallery, once it has a graph.
-    pub fn index_status(&self, name: &str) -> Result<Option<IndexStatus>> {
+    /// A gallery's index parameters, and its graph's figures once it has one.
+    pub fn index_status(&self, name: &str) -> Result<IndexStatus> {
         Ok(self.gallery(name)?.index.status())
     }
 }
 
 impl Shared {
-    fn create(&self, name: String) {
+    fn create(&self, name: String, overrides: IndexOverrides) {
         let gallery = Gallery::new(self.schema.read().clone(), self.facen_size);
-        let index = GalleryIndex::new(self.facen_size, self.index);
+        let index = GalleryIndex::new(self.facen_size, self.index, overrides);
         self.galleries.write().insert(name, GalleryHandle::new(gallery, index));
     }
 

@@ -65,6 +65,7 @@ pub enum OpRef<'a> {
     AddFaces { gallery: &'a str, faces: &'a [crate::store::Face] },
     UpdateFaces { gallery: &'a str, updates: &'a [crate::store::FaceUpdate] },
     DeleteFaces { gallery: &'a str, ids: &'a [u64] },
+    CreateIndexedGallery { name: &'a str, index: crate::index::gallery_index::IndexOverrides },
 }
 
 pub fn encode_op_ref(op: OpRef<'_>) -> Result<Vec<u8>, String> {
@@ -74,6 +75,7 @@ pub fn encode_op_ref(op: OpRef<'_>) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::gallery_index::IndexOverrides;
     use crate::schema::MetaValue;
     use crate::store::{Face, FaceUpdate};
 
@@ -82,6 +84,7 @@ mod tests {
         let faces =
             vec![Face { id: u64::MAX, vector: vec![0.5, -1.0], meta: vec![MetaValue::StringSet(vec!["é".into()])] }];
         let updates = vec![FaceUpdate { id: 3, vector: None, meta: vec![(1, MetaValue::Unsigned(9))] }];
+        let overrides = IndexOverrides { m: Some(48), ef_construction: None, ef_search: Some(64) };
         let pairs = [
             (
                 OpRef::Configure { schema: "- {}", facen_size: 128 },
@@ -89,6 +92,10 @@ mod tests {
             ),
             (OpRef::CreateGallery { name: "g" }, Op::CreateGallery { name: "g".into() }),
             (OpRef::DeleteGallery { name: "g" }, Op::DeleteGallery { name: "g".into() }),
+            (
+                OpRef::CreateIndexedGallery { name: "g", index: overrides },
+                Op::CreateIndexedGallery { name: "g".into(), index: overrides },
+            ),
             (
                 OpRef::AddFaces { gallery: "g", faces: &faces },
                 Op::AddFaces { gallery: "g".into(), faces: faces.clone() },

@@ -29,6 +29,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::gallery_index::IndexOverrides;
 use crate::store::{Face, FaceUpdate};
 
 /// A change to the database, as logged.
@@ -58,6 +59,12 @@ pub enum Op {
     DeleteFaces {
         gallery: String,
         ids: Vec<u64>,
+    },
+    /// A gallery created with index parameters of its own (one created without is a
+    /// `CreateGallery`). Variants are only ever appended: their position is their tag.
+    CreateIndexedGallery {
+        name: String,
+        index: IndexOverrides,
     },
 }
 

@@ -65,7 +65,7 @@ wait "$pid"
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn next_unique() -> u64 {
+pub fn next_unique() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 

@@ -1131,3 +1131,32 @@ fn checkpoint_count_0_stops_the_start_naming_the_setting_and_value() {
         "expected the error to name checkpoint_count and the value 0, got: {line}"
     );
 }
+
+/// `POST /v2/galleries/add/:name` with index parameters: those given stay the gallery's after
+/// restarts from the log and from a snapshot; the others follow the server's flags.
+#[test]
+fn a_gallerys_index_parameters_survive_restarts() {
+    let db = Db::new("index-params", &[]);
+    let params = |s: &Server, gallery: &str| {
+        let index = &status(s)["indexes"][gallery];
+        [&index["m"], &index["ef_construction"], &index["ef_search"]].map(|v| v.as_u64().unwrap_or(0))
+    };
+    let s = db.start(&["--index-m", "12"]);
+    let r = s.post_json("/v2/galleries/add/tuned", &json!({"m": 24, "ef_search": 300}));
+    assert_eq!(r.status, 200, "expected 200 from a gallery add with index parameters, got {}", r.body);
+    s.create_gallery("plain");
+    assert_eq!(params(&s, "tuned"), [24, 200, 300], "m and ef_search given, ef_construction the default");
+    assert_eq!(params(&s, "plain"), [12, 200, 128], "the server's --index-m");
+    drop(s);
+
+    let s = db.start(&["--index-m", "16", "--index-ef-construction", "100"]);
+    assert_eq!(params(&s, "tuned"), [24, 100, 300], "after a restart from the log, with other flags");
+    assert_eq!(params(&s, "plain"), [16, 100, 128], "a gallery without parameters follows the flags");
+    assert_eq!(snapshot(&s)["written"], json!(true));
+    drop(s);
+
+    let s = db.start(&[]);
+    assert_eq!(status(&s)["recovery"]["snapshot_index"].as_u64().map(|i| i > 0), Some(true), "loaded a snapshot");
+    assert_eq!(params(&s, "tuned"), [24, 200, 300], "after a restart from the snapshot");
+    assert_eq!(params(&s, "plain"), [32, 200, 128]);
+}

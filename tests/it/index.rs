@@ -103,3 +103,33 @@ fn exact_must_be_a_boolean_and_index_flags_are_checked() {
     let Err(failure) = Server::launch(&args, Some(dir), false) else { panic!("--index-m 1000 was accepted") };
     assert!(failure.stderr.contains("index_m: 1000"), "{}", failure.stderr);
 }
+
+/// A gallery add's body of index parameters is checked whole: a bad one is a 400 naming the
+/// parameter and its value, and no gallery is created.
+#[test]
+fn bad_index_parameters_create_no_gallery() {
+    let server = shared();
+    let cases = [
+        (json!({"m": 1000}), "BAD_PARAM", Some("m"), Some(json!(1000))),
+        (json!({"M": 2}), "BAD_PARAM", Some("m"), Some(json!(2))),
+        (json!({"ef_search": 0}), "BAD_PARAM", Some("ef_search"), Some(json!(0))),
+        (json!({"ef_construction": 5000}), "BAD_PARAM", Some("ef_construction"), Some(json!(5000))),
+        (json!({"ef_search": "wide"}), "BAD_PARAM", Some("ef_search"), Some(json!("wide"))),
+        (json!({"ef_search": -1}), "BAD_PARAM", Some("ef_search"), Some(json!(-1))),
+        (json!({"efSearch": 64}), "BAD_PARAM", Some("efSearch"), None),
+        (json!([16]), "MALFORMED_REQUEST", None, Some(json!([16]))),
+    ];
+    for (body, kind, param, value) in cases {
+        let r = server.post_json("/v2/galleries/add/badindex", &body);
+        assert_error(&r, 400, kind, param, value.as_ref());
+        assert_eq!(server.get("/v2/galleries/get/badindex").status, 404, "no gallery after {body}");
+    }
+    let r = server.post("/v2/galleries/add/badindex", "{\"m\": 16");
+    assert_error(&r, 400, "MALFORMED_REQUEST", None, None);
+    assert_eq!(server.get("/v2/galleries/get/badindex").status, 404);
+    // An empty object is no parameters at all.
+    let gallery = format!("emptyindex_{}", next_unique());
+    assert_eq!(server.post_json(&format!("/v2/galleries/add/{gallery}"), &json!({})).status, 200);
+    let index = &server.get("/v2/admin/status").json()["indexes"][&gallery];
+    assert_eq!((&index["m"], index.get("overrides")), (&json!(32), None), "{index}");
+}
