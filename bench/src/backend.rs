@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use facedb::index::IndexOverrides;
 use facedb::schema::{MetaValue, Schema};
 use facedb::search::parse::parse_query;
 use facedb::search::Query;
@@ -47,6 +48,8 @@ pub struct SearchParams {
     pub k: usize,
     /// The score threshold of the threshold set.
     pub threshold: f64,
+    /// `"exact": true`: scan even where the planner would walk the graph.
+    pub exact: bool,
 }
 
 /// The body of query `vector`'s search in `set`.
@@ -61,7 +64,11 @@ pub fn search_body(vector: &[f32], set: QuerySet, params: SearchParams) -> serde
     if let QuerySet::Filtered(i) = set {
         filter["meta"] = json!({ "bucket": { "range": [0, FILTERS[i].bucket_max] } });
     }
-    json!({ "limit": limit, "sort": "-score", "filter": filter })
+    let mut body = json!({ "limit": limit, "sort": "-score", "filter": filter });
+    if params.exact {
+        body["exact"] = json!(true);
+    }
+    body
 }
 
 /// A `faces/add` body: `[{"id", "facen", "meta": {"bucket", "cam_id", "tags"}}, ...]`.
@@ -199,19 +206,27 @@ impl Backend {
         }
     }
 
-    /// Deletes the bench gallery if it exists and creates it empty.
-    pub fn recreate_gallery(&self) -> Result<()> {
+    /// Deletes the bench gallery if it exists and creates it empty, with `index`'s parameters.
+    pub fn recreate_gallery(&self, index: &IndexOverrides) -> Result<()> {
         match &self.kind {
             BackendKind::Http(http) => {
                 let client = Client::new(&http.base_url);
                 client.delete_gallery_if_any(&self.gallery)?;
-                client.create_gallery(&self.gallery)
+                client.create_indexed_gallery(&self.gallery, index)
             }
             BackendKind::InProcess(local) => {
                 // A gallery that does not exist yet cannot be deleted: that is fine.
                 let _ = local.engine.delete_gallery(&self.gallery);
-                local.engine.create_gallery(&self.gallery).context("creating the bench gallery")
+                local.engine.create_indexed_gallery(&self.gallery, *index).context("creating the bench gallery")
             }
+        }
+    }
+
+    /// The bench gallery's index figures (`indexes.<gallery>` of the server's status).
+    pub fn index_status(&self) -> Result<serde_json::Value> {
+        match &self.kind {
+            BackendKind::Http(http) => Ok(Client::new(&http.base_url).status()?["indexes"][&self.gallery].clone()),
+            BackendKind::InProcess(local) => Ok(json!(local.engine.index_status(&self.gallery)?)),
         }
     }
 
@@ -410,7 +425,7 @@ mod tests {
     #[test]
     fn bodies_parse_as_the_server_parses_them() {
         let schema = schema().unwrap();
-        let params = SearchParams { k: 10, threshold: 0.9 };
+        let params = SearchParams { k: 10, threshold: 0.9, exact: false };
         let vector = [0.6f32, 0.8];
         let q = parse_query(&search_body(&vector, QuerySet::Threshold, params), &schema, 2, 10_000).unwrap();
         assert_eq!(q.limit, K_TRUTH);

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use facedb::index::IndexOverrides;
 use serde::Deserialize;
 
 use crate::server::MAX_BODY_BYTES;
@@ -92,6 +93,12 @@ impl Client {
 
     pub fn create_gallery(&self, gallery: &str) -> Result<()> {
         self.post(&format!("/v2/galleries/add/{gallery}"), "").map(drop)
+    }
+
+    /// Creates a gallery with index parameters of its own.
+    pub fn create_indexed_gallery(&self, gallery: &str, index: &IndexOverrides) -> Result<()> {
+        let body = serde_json::to_string(index).context("encoding the index parameters")?;
+        self.post(&format!("/v2/galleries/add/{gallery}"), &body).map(drop)
     }
 
     /// Deletes a gallery; one that does not exist is not an error.

@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use facedb::index::IndexOverrides;
 
 use crate::backend::{Backend, QuerySet, SearchParams};
 use crate::dataset::{self, Dataset, DatasetSpec, Kind, K_TRUTH};
@@ -20,7 +21,10 @@ use crate::machine::{self, Machine};
 use crate::metrics::ms;
 use crate::peers;
 use crate::plot;
-use crate::report::{self, Check, DatasetReport, MemoryRecord, Mode, PeersReport, Results, RunRecord, SettingsRecord};
+use crate::progress::Progress;
+use crate::report::{
+    self, Check, DatasetReport, IndexWait, MemoryRecord, Mode, PeersReport, Results, RunRecord, SettingsRecord,
+};
 use crate::server::{self, ProcMemory};
 use crate::truth::{self, Truth, TruthSets, FILTERS};
 use crate::workload::{self, Op, OpKind, RunOutcome, Workload};
@@ -116,6 +120,8 @@ pub struct Settings {
     pub peers_threads: usize,
     pub peers_script: PathBuf,
     pub peers_args: Vec<String>,
+    /// The bench gallery's index parameters (`m` and `ef_construction` are the peers' too).
+    pub index: IndexOverrides,
 }
 
 /// Runs the benchmark; returns the results (already written and printed).
@@ -155,6 +161,7 @@ pub fn run(settings: &Settings, command: String) -> Result<Results> {
             peers: format!("{:?}", settings.peers).to_lowercase(),
             peers_threads: settings.peers_threads,
             engine_threads: rayon::current_num_threads(),
+            index: serde_json::json!(settings.index),
         },
         datasets,
         checks,
@@ -214,6 +221,7 @@ fn run_dataset(settings: &Settings, spec: &DatasetSpec, bin: Option<&Path>) -> R
         mixed_recall_checked,
         runs: Vec::new(),
         memory: Vec::new(),
+        index_waits: Vec::new(),
         peers: PeersReport { status: String::new(), file: None, records: Vec::new(), crosscheck: None },
         errors: Vec::new(),
     };
@@ -241,7 +249,7 @@ struct DatasetContext<'a> {
 
 impl DatasetContext<'_> {
     fn params(&self) -> SearchParams {
-        SearchParams { k: self.settings.k, threshold: self.threshold }
+        SearchParams { k: self.settings.k, threshold: self.threshold, exact: false }
     }
 
     fn truth_of(&self, set: QuerySet) -> &Truth {
@@ -377,7 +385,7 @@ fn mode_workloads(
     let measured = settings.workloads.contains(&Workload::Ingest);
     let levels = if measured { settings.concurrency.clone() } else { vec![1] };
     for &c in &levels {
-        backend.recreate_gallery()?;
+        backend.recreate_gallery(&settings.index)?;
         let outcome = workload::run(backend, c, &ops, &label("ingest", c))?;
         let size = backend.gallery_size().ok();
         if measured {
@@ -391,6 +399,11 @@ fn mode_workloads(
     }
     backend.drop_ingest();
     report.memory.extend(memory_record(mode, backend, "after ingest", before));
+    if let Some(wait) = wait_indexed(backend, &format!("{name} {}", mode.name()))? {
+        eprintln!("{name} {}: graph complete {:.1} s after the ingest: {}", mode.name(), wait.seconds, wait.status);
+        report.index_waits.push(IndexWait { mode, ..wait });
+        report.memory.extend(memory_record(mode, backend, "graph built", before));
+    }
 
     let mut sets = vec![QuerySet::TopK, QuerySet::Threshold];
     sets.extend((0..FILTERS.len()).map(QuerySet::Filtered));
@@ -442,6 +455,37 @@ fn mode_workloads(
     report.memory.extend(memory_record(mode, backend, "at end", before));
     Ok(())
 }
+
+/// Waits until the bench gallery's graph holds every face (nothing left in its tail), so that
+/// the searches measure the index and not the exact scans that answer while it is built.
+/// `None` when the gallery is too small to get a graph.
+fn wait_indexed(backend: &Backend, what: &str) -> Result<Option<IndexWait>> {
+    let started = Instant::now();
+    let faces = backend.gallery_size()?;
+    let mut progress: Option<Progress> = None;
+    loop {
+        let status = backend.index_status()?;
+        let number = |key: &str| status[key].as_u64();
+        if number("min_faces").is_some_and(|min| faces < min) {
+            return Ok(None);
+        }
+        let live = number("live").unwrap_or(0);
+        if live == faces && number("tail") == Some(0) {
+            let seconds = started.elapsed().as_secs_f64();
+            return Ok(Some(IndexWait { mode: Mode::Http, seconds, status }));
+        }
+        if started.elapsed() > INDEX_WAIT_LIMIT {
+            bail!("{what}: the graph holds {live} of {faces} faces after {INDEX_WAIT_LIMIT:?}: {status}");
+        }
+        progress
+            .get_or_insert_with(|| Progress::new(format!("{what}: waiting for the graph"), faces as usize))
+            .update(live as usize);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The longest [`wait_indexed`] waits.
+const INDEX_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn base_record(mode: Mode, workload: Workload, concurrency: usize, outcome: &RunOutcome) -> RunRecord {
     let ops = outcome.ops_done();
@@ -569,7 +613,16 @@ fn run_peers(settings: &Settings, dataset: &Dataset) -> PeersReport {
         Some(out) => out.join(format!("peers-{}.json", dataset.manifest.name)),
         None => std::env::temp_dir().join(format!("facedb-bench-peers-{}.json", dataset.manifest.name)),
     };
-    match peers::bench(script, &dataset.dir, settings.k, settings.peers_threads, &settings.peers_args, &file) {
+    // The peers' graphs get facedb's shape; `--peers-arg` comes after, so it can change it.
+    let mut args = Vec::new();
+    if let Some(m) = settings.index.m {
+        args.extend(["--M".to_owned(), m.to_string()]);
+    }
+    if let Some(ef_construction) = settings.index.ef_construction {
+        args.extend(["--ef-construction".to_owned(), ef_construction.to_string()]);
+    }
+    args.extend(settings.peers_args.iter().cloned());
+    match peers::bench(script, &dataset.dir, settings.k, settings.peers_threads, &args, &file) {
         Ok(records) => {
             report.status = format!("ran ({} records)", records.len());
             report.records = records;
@@ -737,6 +790,7 @@ mod tests {
             peers_threads: 1,
             peers_script: PathBuf::from("/nonexistent"),
             peers_args: Vec::new(),
+            index: IndexOverrides { m: Some(16), ef_construction: Some(100), ef_search: None },
         };
         let results = run(&settings, "test".into()).unwrap();
         assert!(results.passed, "{:#?}", results.checks);

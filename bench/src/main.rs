@@ -39,6 +39,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use facedb::index::IndexOverrides;
 
 use crate::dataset::{DatasetSpec, Kind};
 use crate::harness::{PeersChoice, Profile, Settings};
@@ -209,6 +210,15 @@ struct BenchArgs {
     /// An extra argument for `run.sh bench` (repeat for several: --peers-arg=--efs --peers-arg=16,64).
     #[arg(long = "peers-arg", value_name = "ARG", allow_hyphen_values = true)]
     peers_args: Vec<String>,
+    /// `m` of the bench gallery's HNSW graph (its creation body), and the peers' `M`.
+    #[arg(long, default_value_t = 48)]
+    index_m: usize,
+    /// `ef_construction` of the bench gallery's graph, and the peers'.
+    #[arg(long, default_value_t = 400)]
+    index_ef_construction: usize,
+    /// `ef_search` of the bench gallery [default: the server's].
+    #[arg(long)]
+    index_ef_search: Option<usize>,
 }
 
 fn bench(args: BenchArgs) -> Result<bool> {
@@ -246,6 +256,11 @@ fn bench(args: BenchArgs) -> Result<bool> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         peers_script: args.peers_script.clone().unwrap_or_else(|| machine::repo_root().join("bench/peers/run.sh")),
         peers_args: args.peers_args.clone(),
+        index: IndexOverrides {
+            m: Some(args.index_m),
+            ef_construction: Some(args.index_ef_construction),
+            ef_search: args.index_ef_search,
+        },
     };
     let results = harness::run(&settings, command_line())?;
     Ok(results.passed)

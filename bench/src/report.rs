@@ -68,6 +68,8 @@ pub struct SettingsRecord {
     pub peers_threads: usize,
     /// Rayon's global pool: the threads one in-process search may use.
     pub engine_threads: usize,
+    /// The bench gallery's index parameters (the body of its creation).
+    pub index: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,9 +89,20 @@ pub struct DatasetReport {
     pub mixed_recall_checked: bool,
     pub runs: Vec<RunRecord>,
     pub memory: Vec<MemoryRecord>,
+    /// How long the graph took to hold every face once the ingest was over, per mode.
+    pub index_waits: Vec<IndexWait>,
     pub peers: PeersReport,
     /// Failures that stopped a mode (a server that did not start, ...).
     pub errors: Vec<String>,
+}
+
+/// The wait for the bench gallery's graph after the ingest (the searches start after it).
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexWait {
+    pub mode: Mode,
+    pub seconds: f64,
+    /// The gallery's `indexes` entry of the status when the graph was complete.
+    pub status: serde_json::Value,
 }
 
 /// One workload at one concurrency.
@@ -294,6 +307,15 @@ fn dataset_markdown(out: &mut String, d: &DatasetReport, k: usize, engine_thread
             }
         };
         let _ = writeln!(out, "### {title}\n");
+        for wait in d.index_waits.iter().filter(|w| w.mode == mode) {
+            let s = &wait.status;
+            let _ = writeln!(
+                out,
+                "HNSW graph (m {}, ef_construction {}, ef_search {}): complete {:.1} s after the ingest ended \
+                 ({} faces, {} builds, {} bytes of graph per face); the searches below ran after it.\n",
+                s["m"], s["ef_construction"], s["ef_search"], wait.seconds, s["live"], s["builds"], s["bytes_per_face"]
+            );
+        }
         mode_markdown(out, &runs, k);
         let memory: Vec<&MemoryRecord> = d.memory.iter().filter(|r| r.mode == mode).collect();
         if !memory.is_empty() {
@@ -461,30 +483,32 @@ fn peers_markdown(out: &mut String, d: &DatasetReport, engine_threads: usize) {
     out.push_str("| engine | params | threads | build s | QPS | batch QPS | p50 | p95 | p99 | recall@k |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let threads = p.records.first().map_or(1, |r| r.threads);
-    let single: Vec<&RunRecord> = d
-        .runs
-        .iter()
-        .filter(|r| r.mode == Mode::InProcess && r.workload == Workload::Search && r.concurrency == 1)
-        .collect();
+    let single: Vec<&RunRecord> =
+        d.runs.iter().filter(|r| r.workload == Workload::Search && r.concurrency == 1).collect();
     let batch = d.runs.iter().find(|r| {
         r.mode == Mode::InProcess
             && r.workload == Workload::Search
             && r.concurrency == threads
             && r.engine_threads.is_none()
     });
-    for r in single {
+    for r in &single {
         let l = r.search_latency();
-        let (label, batch_qps) = match r.engine_threads {
-            Some(t) => (format!("engine pool of {t}"), "-".to_owned()),
-            None => (
+        let (label, batch_qps) = match (r.mode, r.engine_threads) {
+            (Mode::Http, _) => ("the server's threads".to_owned(), "-".to_owned()),
+            (Mode::InProcess, Some(t)) => (format!("engine pool of {t}"), "-".to_owned()),
+            (Mode::InProcess, None) => (
                 "engine on rayon's global pool".to_owned(),
                 batch.map_or_else(|| "-".to_owned(), |b| rate(b.throughput)),
             ),
         };
         let _ = writeln!(
             out,
-            "| facedb exact (in-process) | {label} | {} | - | {} | {batch_qps} | {} | {} | {} | {} |",
-            r.engine_threads.unwrap_or(engine_threads),
+            "| facedb ({}; {}) | {label} | {} | - | {} | {batch_qps} | {} | {} | {} | {} |",
+            r.mode.name(),
+            stats_text(&r.search_stats),
+            r.engine_threads
+                .or((r.mode == Mode::InProcess).then_some(engine_threads))
+                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
             rate(r.throughput),
             opt_ms(l, |s| s.p50_ms),
             opt_ms(l, |s| s.p95_ms),
@@ -511,4 +535,36 @@ fn peers_markdown(out: &mut String, d: &DatasetReport, engine_threads: usize) {
         );
     }
     let _ = writeln!(out, "\nPeers {}{}.\n", p.status, p.file.as_ref().map_or_else(String::new, |f| format!(" ({f})")));
+    ratio_markdown(out, &single, &p.records);
+}
+
+/// The recall the index comparison is made at (issue 5).
+const RATIO_RECALL: f64 = 0.99;
+
+/// facedb's one-query-at-a-time QPS over hnswlib's at the smallest `ef` reaching
+/// [`RATIO_RECALL`], on one thread.
+fn ratio_markdown(out: &mut String, single: &[&RunRecord], peers: &[PeerRecord]) {
+    let Some(hnswlib) = peers
+        .iter()
+        .filter(|r| r.engine == "hnswlib" && r.recall >= RATIO_RECALL)
+        .min_by(|a, b| a.ef().total_cmp(&b.ef()))
+    else {
+        let _ = writeln!(out, "hnswlib did not reach recall {RATIO_RECALL} at any ef: no ratio.\n");
+        return;
+    };
+    let mut parts = Vec::new();
+    for r in single.iter().filter(|r| r.mode == Mode::Http || r.engine_threads == Some(1)) {
+        let recall = r.recall.unwrap_or(0.0);
+        let ratio = r.throughput / hnswlib.qps.max(1e-9);
+        let shortfall = if recall < RATIO_RECALL { format!(", but at recall {recall:.4}") } else { String::new() };
+        parts.push(format!("{} {ratio:.2}×{shortfall}", r.mode.name()));
+    }
+    let _ = writeln!(
+        out,
+        "facedb's QPS over hnswlib's ({}, recall {:.4}, {} QPS on one thread): {}.\n",
+        hnswlib.params_label(),
+        hnswlib.recall,
+        rate(hnswlib.qps),
+        parts.join("; ")
+    );
 }

@@ -149,7 +149,8 @@ pub fn hits_json(hits: &[Hit], schema: &Schema) -> Json {
 }
 
 /// The optional body of `POST /v2/galleries/add/:name`: `{"m", "ef_construction",
-/// "ef_search"}`, each optional, checked against `server` (the parameters they replace).
+/// "ef_search"}`, each optional (`null` is not given), checked against `server` (the parameters
+/// they replace).
 pub fn index_overrides(body: &Json, server: IndexParams) -> Result<IndexOverrides> {
     let object = match body {
         Json::Null => return Ok(IndexOverrides::default()),
@@ -174,6 +175,9 @@ pub fn index_overrides(body: &Json, server: IndexParams) -> Result<IndexOverride
                 ))
             }
         };
+        if value.is_null() {
+            continue; // as if not given
+        }
         let number = value.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
             Error::bad_param(key.as_str(), format!("{key} must be a positive integer")).with_value(value.clone())
         })?;

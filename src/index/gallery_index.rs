@@ -140,6 +140,8 @@ pub struct IndexStatus {
     /// The parameters in force (the server's, with the gallery's overrides).
     #[serde(flatten)]
     pub params: IndexParams,
+    /// The gallery gets a graph from this many faces on (`--index-min-faces`).
+    pub min_faces: usize,
     /// The parameters the gallery was created with, when any.
     #[serde(skip_serializing_if = "IndexOverrides::is_empty")]
     pub overrides: IndexOverrides,
@@ -260,7 +262,12 @@ impl GalleryIndex {
                 builds: self.builds.load(Ordering::Relaxed),
             }
         });
-        IndexStatus { params: self.settings.params, overrides: self.overrides, graph }
+        IndexStatus {
+            params: self.settings.params,
+            min_faces: self.settings.min_faces,
+            overrides: self.overrides,
+            graph,
+        }
     }
 
     /// One unit of background work: a build when one is due, else a step of the tail.

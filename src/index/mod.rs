@@ -17,5 +17,5 @@ pub mod planner;
 pub mod search;
 pub mod visited;
 
-pub use gallery_index::{IndexParams, IndexSettings};
+pub use gallery_index::{IndexOverrides, IndexParams, IndexSettings};
 pub use graph::{Full, Graph, GraphParams};

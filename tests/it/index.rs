@@ -127,9 +127,11 @@ fn bad_index_parameters_create_no_gallery() {
     let r = server.post("/v2/galleries/add/badindex", "{\"m\": 16");
     assert_error(&r, 400, "MALFORMED_REQUEST", None, None);
     assert_eq!(server.get("/v2/galleries/get/badindex").status, 404);
-    // An empty object is no parameters at all.
-    let gallery = format!("emptyindex_{}", next_unique());
-    assert_eq!(server.post_json(&format!("/v2/galleries/add/{gallery}"), &json!({})).status, 200);
-    let index = &server.get("/v2/admin/status").json()["indexes"][&gallery];
-    assert_eq!((&index["m"], index.get("overrides")), (&json!(32), None), "{index}");
+    // An empty object, or nulls, are no parameters at all.
+    for body in [json!({}), json!({"m": null, "ef_search": null})] {
+        let gallery = format!("emptyindex_{}", next_unique());
+        assert_eq!(server.post_json(&format!("/v2/galleries/add/{gallery}"), &body).status, 200);
+        let index = &server.get("/v2/admin/status").json()["indexes"][&gallery];
+        assert_eq!((&index["m"], index.get("overrides")), (&json!(32), None), "{body}: {index}");
+    }
 }

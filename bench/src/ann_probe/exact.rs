@@ -7,6 +7,7 @@
 //! rule), and its recall must be 1 (a check of the truth and of the filters' meaning).
 
 use anyhow::{Context, Result};
+use facedb::index::IndexOverrides;
 use serde::Serialize;
 
 use super::sweep::{measure, Budget, Point};
@@ -37,7 +38,7 @@ pub fn measure_exact(
     budget: Budget,
 ) -> Result<Vec<ExactRecord>> {
     let mut backend = Backend::in_process(dataset.dim(), "ann-probe-exact")?;
-    backend.recreate_gallery()?;
+    backend.recreate_gallery(&IndexOverrides::default())?;
     let batches = backend.prepare_ingest(dataset, LOAD_BATCH)?;
     {
         let progress = Progress::new(format!("exact scan: loading {} faces into the engine", dataset.count()), batches);
@@ -50,7 +51,7 @@ pub fn measure_exact(
     backend.drop_ingest();
     let mut sets = vec![QuerySet::TopK];
     sets.extend(filters.iter().map(|&i| QuerySet::Filtered(i)));
-    backend.prepare_searches(dataset, &sets, SearchParams { k, threshold: 0.0 })?;
+    backend.prepare_searches(dataset, &sets, SearchParams { k, threshold: 0.0, exact: true })?;
     backend.set_engine_threads(Some(1))?;
     let mut records = Vec::new();
     let mut session = backend.session();
