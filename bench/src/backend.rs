@@ -98,7 +98,7 @@ pub fn schema() -> Result<Schema> {
 }
 
 /// A face as the engine takes it (meta in schema order).
-fn engine_face(schema: &Schema, id: u64, vector: &[f32], meta: &FaceMeta) -> Result<Face> {
+pub fn engine_face(schema: &Schema, id: u64, vector: &[f32], meta: &FaceMeta) -> Result<Face> {
     let mut values: Vec<MetaValue> = schema.fields().iter().map(|f| f.default.clone()).collect();
     let mut set = |name: &str, value: MetaValue| -> Result<()> {
         let position = schema.position(name).with_context(|| format!("the bench schema has no {name}"))?;

@@ -31,6 +31,7 @@ mod progress;
 mod report;
 mod server;
 mod truth;
+mod upkeep;
 mod vecs;
 mod workload;
 
@@ -76,6 +77,9 @@ enum Command {
     /// The HNSW crates of issue 5 (hnsw_rs, usearch) on a dataset: build, plain and filtered
     /// ef sweeps (single-thread QPS, p50/p99, recall@k), deletes, usearch save/load/view.
     AnnProbe(ann_probe::AnnProbeArgs),
+    /// How the HNSW graph keeps up (issue 5): the build of a whole gallery (as at a restart)
+    /// and the tail of unindexed faces under steady writes.
+    IndexUpkeep(upkeep::UpkeepArgs),
 }
 
 /// Changes to a profile's datasets, and where datasets live: shared by the subcommands that
@@ -292,6 +296,7 @@ fn main() -> ExitCode {
         Some(Command::Search(args)) => latency::search(args).map(|()| true),
         Some(Command::AddUnderLoad(args)) => latency::add_under_load(args).map(|()| true),
         Some(Command::AnnProbe(args)) => ann_probe::run(args, command_line()).map(|()| true),
+        Some(Command::IndexUpkeep(args)) => upkeep::run(args, command_line()).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
