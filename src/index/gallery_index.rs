@@ -240,6 +240,12 @@ impl GalleryIndex {
         }
     }
 
+    /// Whether face `id` is in the tail or a live node of the graph: what every face of the
+    /// gallery must be.
+    pub fn holds(&self, id: u64) -> bool {
+        self.tail.lock().faces.contains_key(&id) || self.graph().is_some_and(|graph| graph.holds(id))
+    }
+
     /// The graph and the tail, for a search; `None` while there is no graph.
     pub fn view(&self) -> Option<IndexView> {
         // The tail first: a face leaves it only after it is in the graph read next.

@@ -456,6 +456,11 @@ impl Graph {
         }
     }
 
+    /// Whether face `id` is a live node.
+    pub fn holds(&self, id: u64) -> bool {
+        self.slots.lock().get(&id).is_some_and(|&slot| !self.dead[slot as usize].load(Ordering::Acquire))
+    }
+
     /// Marks face `id` deleted; returns whether it was in the graph.
     pub fn remove(&self, id: u64) -> bool {
         match self.slots.lock().remove(&id) {
