@@ -399,9 +399,9 @@ fn mode_workloads(
     }
     backend.drop_ingest();
     report.memory.extend(memory_record(mode, backend, "after ingest", before));
-    if let Some(wait) = wait_indexed(backend, &format!("{name} {}", mode.name()))? {
+    if let Some(wait) = wait_indexed(backend, mode, &format!("{name} {}", mode.name()))? {
         eprintln!("{name} {}: graph complete {:.1} s after the ingest: {}", mode.name(), wait.seconds, wait.status);
-        report.index_waits.push(IndexWait { mode, ..wait });
+        report.index_waits.push(wait);
         report.memory.extend(memory_record(mode, backend, "graph built", before));
     }
 
@@ -459,7 +459,7 @@ fn mode_workloads(
 /// Waits until the bench gallery's graph holds every face (nothing left in its tail), so that
 /// the searches measure the index and not the exact scans that answer while it is built.
 /// `None` when the gallery is too small to get a graph.
-fn wait_indexed(backend: &Backend, what: &str) -> Result<Option<IndexWait>> {
+fn wait_indexed(backend: &Backend, mode: Mode, what: &str) -> Result<Option<IndexWait>> {
     let started = Instant::now();
     let faces = backend.gallery_size()?;
     let mut progress: Option<Progress> = None;
@@ -472,7 +472,7 @@ fn wait_indexed(backend: &Backend, what: &str) -> Result<Option<IndexWait>> {
         let live = number("live").unwrap_or(0);
         if live == faces && number("tail") == Some(0) {
             let seconds = started.elapsed().as_secs_f64();
-            return Ok(Some(IndexWait { mode: Mode::Http, seconds, status }));
+            return Ok(Some(IndexWait { mode, seconds, status }));
         }
         if started.elapsed() > INDEX_WAIT_LIMIT {
             bail!("{what}: the graph holds {live} of {faces} faces after {INDEX_WAIT_LIMIT:?}: {status}");

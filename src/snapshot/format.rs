@@ -219,9 +219,9 @@ pub struct GalleryBody {
 
 /// The body of a `gall` section in a version 1 file.
 #[derive(Debug, Deserialize)]
-pub struct GalleryBodyV1 {
-    pub name: String,
-    pub chunks: u64,
+struct GalleryBodyV1 {
+    name: String,
+    chunks: u64,
 }
 
 impl GalleryBody {
