@@ -18,4 +18,4 @@ pub mod search;
 pub mod visited;
 
 pub use gallery_index::{IndexOverrides, IndexParams, IndexSettings};
-pub use graph::{Full, Graph, GraphParams};
+pub use graph::{Full, Graph, GraphParams, LinkStats};

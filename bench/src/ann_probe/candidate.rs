@@ -76,4 +76,9 @@ pub trait Candidate {
 
     /// Which SIMD kernels the crate says it uses, when it says.
     fn acceleration(&self) -> Option<String>;
+
+    /// How the graph's bottom layer is linked, when the crate lets us look.
+    fn links(&self) -> Option<String> {
+        None
+    }
 }

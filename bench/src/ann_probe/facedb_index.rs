@@ -100,6 +100,14 @@ impl Candidate for FacedbIndex<'_> {
         Some((self.graph.bytes_per_slot() * self.graph.capacity()) as u64)
     }
 
+    fn links(&self) -> Option<String> {
+        let s = self.graph.link_stats();
+        Some(format!(
+            "{:.1} links per face (max {}), {} faces unreachable from the entry point",
+            s.mean_out_degree, s.max_out_degree, s.unreachable
+        ))
+    }
+
     fn acceleration(&self) -> Option<String> {
         Some("simsimd i8 dot (runtime dispatch) for the walk, f32 dot for the re-rank".to_owned())
     }

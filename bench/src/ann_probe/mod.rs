@@ -312,6 +312,7 @@ impl Probe<'_> {
             rss_growth_bytes: rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b)),
             crate_memory_bytes: index.memory_bytes(),
             acceleration: index.acceleration(),
+            links: index.links(),
         };
         eprintln!(
             "{} M={m} efC={efc}: built in {seconds:.1} s, VmRSS +{} MiB, crate's figure {} MiB",
@@ -319,6 +320,9 @@ impl Probe<'_> {
             build.rss_growth_bytes.unwrap_or(0) >> 20,
             build.crate_memory_bytes.map_or_else(|| "-".to_owned(), |b| (b >> 20).to_string())
         );
+        if let Some(links) = &build.links {
+            eprintln!("{} M={m} efC={efc}: {links}", krate.name());
+        }
         record.build = Some(build);
         let name = format!("{} M={m}", krate.name());
 

@@ -93,6 +93,8 @@ pub struct BuildRecord {
     /// The crate's own figure (usearch `memory_usage`).
     pub crate_memory_bytes: Option<u64>,
     pub acceleration: Option<String>,
+    /// How the bottom layer is linked (facedb's graph only).
+    pub links: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,6 +263,7 @@ pub fn markdown(r: &Results) -> String {
         out,
         "| crate | M | efC | build s | faces/s | VmRSS growth | crate's memory figure | bytes/face (RSS) | SIMD |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
     );
+    let mut linked = Vec::new();
     for run in &r.runs {
         match &run.build {
             Some(b) => {
@@ -277,6 +280,9 @@ pub fn markdown(r: &Results) -> String {
                     b.rss_growth_bytes.map_or_else(|| "-".to_owned(), |g| (g / d.count.max(1) as u64).to_string()),
                     b.acceleration.as_deref().unwrap_or("-")
                 );
+                if let Some(links) = &b.links {
+                    linked.push(format!("- {} M={} efC={}: {links}", run.krate.name(), run.m, run.ef_construction));
+                }
             }
             None => {
                 let _ = writeln!(
@@ -291,6 +297,9 @@ pub fn markdown(r: &Results) -> String {
         }
     }
     out.push('\n');
+    if !linked.is_empty() {
+        let _ = writeln!(out, "Layer 0 of the graph:\n\n{}\n", linked.join("\n"));
+    }
 
     if !r.exact.is_empty() {
         let _ = writeln!(out, "## Exact scan (facedb in-process, one thread)\n");
