@@ -607,14 +607,6 @@ impl Graph {
         }
     }
 
-    /// The layer-0 neighbours of face `id`'s live node, as face ids (diagnosis).
-    pub fn neighbours_of(&self, id: u64) -> Option<Vec<u64>> {
-        let slot = *self.slots.lock().get(&id)?;
-        let mut links = Vec::new();
-        self.read_links(slot, 0, &mut links);
-        Some(links.into_iter().map(|s| self.face(s)).collect())
-    }
-
     fn kill(&self, slot: u32) {
         if !self.dead[slot as usize].swap(true, Ordering::AcqRel) {
             self.dead_count.fetch_add(1, Ordering::AcqRel);
@@ -688,6 +680,15 @@ mod tests {
             .collect()
     }
 
+    /// A graph of `faces` (face `i` under id `i`), inserted one by one.
+    fn built(faces: &[Vec<f32>], dim: usize, params: GraphParams, capacity: usize) -> Graph {
+        let graph = Graph::new(dim, params, capacity);
+        for (id, v) in faces.iter().enumerate() {
+            graph.insert(id as u64, v).unwrap();
+        }
+        graph
+    }
+
     fn exact_top(faces: &[Vec<f32>], query: &[f32], k: usize, allow: impl Fn(u64) -> bool) -> Vec<u64> {
         let mut scored: Vec<(f32, u64)> = faces
             .iter()
@@ -751,10 +752,7 @@ mod tests {
         // On such data the plain heuristic leaves many faces with one link (to a hub whose full
         // list then drops them): no walk reaches them. Filled lists and forced in-links do.
         let faces = cone(1000, 10, 128, 11);
-        let graph = Graph::new(128, GraphParams { m: 16, ef_construction: 100 }, faces.len());
-        for (id, v) in faces.iter().enumerate() {
-            graph.insert(id as u64, v).unwrap();
-        }
+        let graph = built(&faces, 128, GraphParams { m: 16, ef_construction: 100 }, faces.len());
         let stats = graph.link_stats();
         assert!(stats.mean_out_degree >= 8.0, "{stats:?}");
         assert!(stats.unreachable * 1000 <= stats.nodes, "{stats:?}");
@@ -766,10 +764,7 @@ mod tests {
     #[test]
     fn a_wide_search_finds_the_exact_neighbours() {
         let faces = vectors(2000, 16, 1);
-        let graph = Graph::new(16, params(), 2000);
-        for (id, v) in faces.iter().enumerate() {
-            graph.insert(id as u64, v).unwrap();
-        }
+        let graph = built(&faces, 16, params(), 2000);
         let queries = vectors(50, 16, 2);
         assert!(recall(&graph, &faces, &queries, 200, &|_| true) >= 0.99);
         assert_eq!(graph.live(), 2000);
@@ -796,10 +791,7 @@ mod tests {
     #[test]
     fn filtered_and_deleted_faces_are_never_returned() {
         let faces = vectors(2000, 16, 5);
-        let graph = Graph::new(16, params(), 2000);
-        for (id, v) in faces.iter().enumerate() {
-            graph.insert(id as u64, v).unwrap();
-        }
+        let graph = built(&faces, 16, params(), 2000);
         for id in (0..2000).step_by(3) {
             assert!(graph.remove(id));
         }
@@ -818,10 +810,7 @@ mod tests {
     #[test]
     fn reinserting_a_face_replaces_it() {
         let faces = vectors(500, 8, 7);
-        let graph = Graph::new(8, params(), 600);
-        for (id, v) in faces.iter().enumerate() {
-            graph.insert(id as u64, v).unwrap();
-        }
+        let graph = built(&faces, 8, params(), 600);
         let moved = &faces[1];
         graph.insert(0, moved).unwrap();
         let found = graph.search(moved, 20, None);
