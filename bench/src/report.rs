@@ -544,6 +544,10 @@ const RATIO_RECALL: f64 = 0.99;
 /// facedb's one-query-at-a-time QPS over hnswlib's at the smallest `ef` reaching
 /// [`RATIO_RECALL`], on one thread.
 fn ratio_markdown(out: &mut String, single: &[&RunRecord], peers: &[PeerRecord]) {
+    if !peers.iter().any(|r| r.engine == "hnswlib") {
+        let _ = writeln!(out, "hnswlib did not run: no ratio.\n");
+        return;
+    }
     let Some(hnswlib) = peers
         .iter()
         .filter(|r| r.engine == "hnswlib" && r.recall >= RATIO_RECALL)

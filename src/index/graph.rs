@@ -34,10 +34,11 @@
 //!   [`Graph::grown`] copies the graph into a larger one, which the owner swaps in.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 
 use super::codes::{Coded, Codes};
@@ -167,7 +168,7 @@ impl Graph {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             entry: AtomicU64::new(NO_ENTRY),
             entry_lock: Mutex::new(()),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::default()),
         }
     }
 

@@ -14,6 +14,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::HashMap as FastMap;
+
 use crate::error::{Error, Result};
 use crate::schema::{FieldType, MetaValue, Schema};
 use crate::store::chunk::{Chunk, Face};
@@ -81,7 +83,9 @@ pub struct Gallery {
     dim: usize,
     chunk_rows: usize,
     chunks: Vec<Arc<Chunk>>,
-    locations: HashMap<u64, Location>,
+    /// Face id → where it is. Searches through the graph look up every face they consider
+    /// here, so the hash is foldhash (a few ns per u64) rather than SipHash.
+    locations: FastMap<u64, Location>,
     /// Chunks with fewer than `chunk_rows` faces.
     with_room: BTreeSet<u32>,
 }
@@ -98,7 +102,7 @@ impl Gallery {
             dim,
             chunk_rows: rows_per_chunk(dim),
             chunks: Vec::new(),
-            locations: HashMap::new(),
+            locations: FastMap::default(),
             with_room: BTreeSet::new(),
         }
     }
