@@ -1,16 +1,16 @@
 //! The planner: exact scan or graph walk, per search.
 //!
 //! The graph answers one kind of question well: "the best `limit` faces by similarity". It is
-//! used only for that (a facen, score order, no upper score bound, no id set), and only when it
-//! is cheaper than a scan and as good:
+//! used only for that (a facen, score order, no upper score bound, no id set):
 //!
 //! - With conditions, the share of faces that pass is estimated by testing them on a sample of
 //!   rows ([`SAMPLE_ROWS`], spread over the gallery's chunks). Few passing faces are scanned
 //!   exactly: fewer than the gallery size that gets a graph (`min_faces`: below it a scan is
-//!   cheap), or less than [`INDEX_MIN_SHARE`] of the
-//!   gallery (a filtered walk visits about `ef / share` nodes to collect `ef` passing ones,
-//!   which past that point costs more than scoring the passing rows directly; measured in
-//!   docs/decisions.md §7).
+//!   cheap), or less than [`INDEX_MIN_SHARE`] of the gallery (a filtered walk scores about
+//!   `ef / share` nodes to collect `ef` passing ones). The share is a fixed rule, not a cost
+//!   estimate: issue 5 asks for filters passing 10% and more to go through the graph, though
+//!   at 1M faces a 10% walk (14.8 ms) costs more than a scan on two threads (4.9 ms;
+//!   docs/benchmarks.md).
 //! - Otherwise the walk collects `ef_search` candidates, at least `limit`, which are re-ranked
 //!   exactly. Under a filter it collects more ([`filtered_ef`]): a filtered top-10 reaches
 //!   past the query's own identity into the many faces of other identities that lie at almost
