@@ -258,10 +258,18 @@ impl Graph {
         }
         count.store(n as u32, Ordering::Release);
         if level == 0 {
-            for &gone in old.iter().filter(|id| !ids[..n].contains(id)) {
+            let ids = &ids[..n];
+            if ids.starts_with(old) {
+                // Appended entries (the common case, `add_link` with room): no list scans.
+                for &added in &ids[old.len()..] {
+                    self.in_links[added as usize].fetch_add(1, Ordering::AcqRel);
+                }
+                return;
+            }
+            for &gone in old.iter().filter(|id| !ids.contains(id)) {
                 self.in_links[gone as usize].fetch_sub(1, Ordering::AcqRel);
             }
-            for &added in ids[..n].iter().filter(|id| !old.contains(id)) {
+            for &added in ids.iter().filter(|id| !old.contains(id)) {
                 self.in_links[added as usize].fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -393,9 +401,9 @@ impl Graph {
             return;
         }
         if scratch.len() < limit {
-            let mut ids = scratch.clone();
-            ids.push(new);
-            self.write_links(node, layer, &ids, scratch);
+            scratch.push(new);
+            let ids: &[u32] = scratch;
+            self.write_links(node, layer, ids, &ids[..ids.len() - 1]);
             return;
         }
         let mut candidates: Vec<Scored> = scratch
