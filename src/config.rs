@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::extract::cache::CacheConfig;
+use crate::extract::photo::ImageLimits;
+use crate::extract::{fetch, ExtractConfig};
 use crate::index::{IndexParams, IndexSettings};
 use crate::wal::WalMode;
 
@@ -34,6 +37,8 @@ pub struct ServeConfig {
     pub wal_segment_bytes: u64,
     /// The default graph parameters of galleries, and from what size they get a graph.
     pub index: IndexSettings,
+    /// The detection front-end; `None` when turned off (`extract: {workers: 0}`).
+    pub extract: Option<ExtractConfig>,
 }
 
 /// The same settings as they may appear in a YAML file or as flags; absent means "not set here".
@@ -57,6 +62,130 @@ pub struct ServeSettings {
     pub index_ef_construction: Option<usize>,
     pub index_ef_search: Option<usize>,
     pub index_min_faces: Option<usize>,
+    /// The detection front-end's settings (the `extract:` section).
+    pub extract: Option<ExtractSettings>,
+}
+
+/// Settings of the detection front-end, in `serve`'s and `extract`'s `extract:` section or as
+/// flags; absent means "not set here".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractSettings {
+    pub models_dir: Option<PathBuf>,
+    /// Worker threads with their own models; 0 turns detection off.
+    pub workers: Option<usize>,
+    pub queue: Option<usize>,
+    pub detect_max_side: Option<u32>,
+    pub max_image_side: Option<u32>,
+    pub max_image_pixels: Option<u64>,
+    /// Bytes, or a number with a K, M, G suffix.
+    pub body_image_length: Option<String>,
+    pub url_length: Option<usize>,
+    /// Comma-separated networks (`127.0.0.0/8,::1/128`); empty denies nothing.
+    pub deny_networks: Option<String>,
+    /// Seconds a URL fetch may take, connection to last byte.
+    pub fetch_timeout: Option<u64>,
+    pub allow_return_facen: Option<bool>,
+    pub detection_cache_size: Option<usize>,
+    /// Seconds a detection stays usable by id.
+    pub detection_cache_ttl: Option<u64>,
+}
+
+impl ExtractSettings {
+    /// `self` over `base`: every setting given here wins.
+    pub fn over(self, base: ExtractSettings) -> ExtractSettings {
+        ExtractSettings {
+            models_dir: self.models_dir.or(base.models_dir),
+            workers: self.workers.or(base.workers),
+            queue: self.queue.or(base.queue),
+            detect_max_side: self.detect_max_side.or(base.detect_max_side),
+            max_image_side: self.max_image_side.or(base.max_image_side),
+            max_image_pixels: self.max_image_pixels.or(base.max_image_pixels),
+            body_image_length: self.body_image_length.or(base.body_image_length),
+            url_length: self.url_length.or(base.url_length),
+            deny_networks: self.deny_networks.or(base.deny_networks),
+            fetch_timeout: self.fetch_timeout.or(base.fetch_timeout),
+            allow_return_facen: self.allow_return_facen.or(base.allow_return_facen),
+            detection_cache_size: self.detection_cache_size.or(base.detection_cache_size),
+            detection_cache_ttl: self.detection_cache_ttl.or(base.detection_cache_ttl),
+        }
+    }
+
+    /// Fills in defaults and checks every value; `None` when `workers` is 0.
+    pub fn resolve(self) -> Result<Option<ExtractConfig>, String> {
+        let defaults = ExtractConfig::default();
+        let workers = self.workers.unwrap_or(defaults.workers);
+        if workers == 0 {
+            return Ok(None);
+        }
+        let at_least = |name: &str, value: u64, min: u64| {
+            if value < min {
+                Err(format!("{name}: {value} is too small; it must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        let queue = self.queue.unwrap_or(defaults.queue);
+        at_least("queue", queue as u64, 1)?;
+        let detect_max_side = self.detect_max_side.unwrap_or(defaults.detect_max_side);
+        at_least("detect_max_side", u64::from(detect_max_side), 64)?;
+        let image_limits = ImageLimits {
+            max_side: self.max_image_side.unwrap_or(defaults.image_limits.max_side),
+            max_pixels: self.max_image_pixels.unwrap_or(defaults.image_limits.max_pixels),
+        };
+        at_least("max_image_side", u64::from(image_limits.max_side), 1)?;
+        at_least("max_image_pixels", image_limits.max_pixels, 1)?;
+        let body_image_length = match self.body_image_length {
+            Some(text) => parse_bytes("body_image_length", &text)? as usize,
+            None => defaults.body_image_length,
+        };
+        at_least("body_image_length", body_image_length as u64, 1024)?;
+        let url_length = self.url_length.unwrap_or(defaults.url_length);
+        at_least("url_length", url_length as u64, 16)?;
+        let deny_networks = match self.deny_networks {
+            Some(text) => fetch::parse_networks(&text)?,
+            None => defaults.deny_networks,
+        };
+        let fetch_timeout = self.fetch_timeout.map_or(defaults.fetch_timeout, std::time::Duration::from_secs);
+        at_least("fetch_timeout", fetch_timeout.as_secs(), 1)?;
+        let cache = CacheConfig {
+            entries: self.detection_cache_size.unwrap_or(defaults.cache.entries),
+            ttl: self.detection_cache_ttl.map_or(defaults.cache.ttl, std::time::Duration::from_secs),
+        };
+        at_least("detection_cache_size", cache.entries as u64, 1)?;
+        Ok(Some(ExtractConfig {
+            models_dir: self.models_dir.unwrap_or(defaults.models_dir),
+            workers,
+            queue,
+            detect_max_side,
+            image_limits,
+            body_image_length,
+            url_length,
+            deny_networks,
+            fetch_timeout,
+            allow_return_facen: self.allow_return_facen.unwrap_or(false),
+            cache,
+        }))
+    }
+}
+
+/// The YAML file of `facedb extract --config`: its address and the `extract:` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractServiceSettings {
+    pub listen: Option<String>,
+    pub extract: Option<ExtractSettings>,
+}
+
+impl ExtractServiceSettings {
+    pub fn from_yaml_file(path: &Path) -> Result<ExtractServiceSettings, String> {
+        read_yaml(path)
+    }
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 /// Reads `1073741824`, `512M`, `4G` (K, M, G, T: powers of 1024; an optional `B` or `iB` after).
@@ -81,9 +210,7 @@ pub fn parse_bytes(setting: &str, text: &str) -> Result<u64, String> {
 
 impl ServeSettings {
     pub fn from_yaml_file(path: &Path) -> Result<ServeSettings, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        read_yaml(path)
     }
 
     /// `self` over `base`: every setting given here wins.
@@ -105,6 +232,10 @@ impl ServeSettings {
             index_ef_construction: self.index_ef_construction.or(base.index_ef_construction),
             index_ef_search: self.index_ef_search.or(base.index_ef_search),
             index_min_faces: self.index_min_faces.or(base.index_min_faces),
+            extract: match (self.extract, base.extract) {
+                (Some(top), Some(bottom)) => Some(top.over(bottom)),
+                (top, bottom) => top.or(bottom),
+            },
         }
     }
 
@@ -152,6 +283,7 @@ impl ServeSettings {
             .check()
             .map_err(|(name, value, range)| format!("index_{name}: {value} is out of range; it must be {range}"))?;
         let index = IndexSettings { params, min_faces: self.index_min_faces.unwrap_or(defaults.min_faces), ..defaults };
+        let extract = self.extract.unwrap_or_default().resolve().map_err(|e| format!("extract.{e}"))?;
         Ok(ServeConfig {
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -166,6 +298,7 @@ impl ServeSettings {
             memory_limit,
             wal_segment_bytes,
             index,
+            extract,
         })
     }
 }
@@ -193,6 +326,39 @@ mod tests {
         assert_eq!(bad.resolve().unwrap_err(), "wal_mode: \"sync\" is not one of none, write, fsync");
         let bad = ServeSettings { memory_limit: Some("12X".into()), ..Default::default() };
         assert!(bad.resolve().unwrap_err().starts_with("memory_limit: \"12X\""));
+    }
+
+    #[test]
+    fn the_extract_section_merges_and_checks_its_values() {
+        let file: ServeSettings =
+            serde_yaml_ng::from_str("extract:\n  workers: 3\n  deny_networks: 10.0.0.0/8\n  url_length: 100\n")
+                .unwrap();
+        let flags = ServeSettings {
+            extract: Some(ExtractSettings { url_length: Some(200), ..Default::default() }),
+            ..Default::default()
+        };
+        let extract = flags.over(file).resolve().unwrap().extract.unwrap();
+        assert_eq!((extract.workers, extract.url_length, extract.deny_networks.len()), (3, 200, 1));
+        assert_eq!(extract.body_image_length, 32 << 20);
+        let off = ServeSettings {
+            extract: Some(ExtractSettings { workers: Some(0), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve().unwrap().extract, None);
+        let bad = ServeSettings {
+            extract: Some(ExtractSettings { deny_networks: Some("10.0.0.0/33".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().starts_with("extract.deny_networks: \"10.0.0.0/33\""));
+        let bad = ServeSettings {
+            extract: Some(ExtractSettings { body_image_length: Some("12Q".into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().starts_with("extract.body_image_length"));
+        assert!(serde_yaml_ng::from_str::<ServeSettings>("extract:\n  wrokers: 1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("wrokers"));
     }
 
     #[test]

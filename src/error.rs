@@ -25,6 +25,16 @@ pub enum ErrorKind {
     GalleryNotFound,
     /// A write would pass the memory limit (`--memory-limit`); reads keep working.
     InsufficientStorage,
+    /// Face detection or feature extraction failed in the models.
+    ExtractionError,
+    /// The extraction queue is full; try again later (503).
+    OverCapacity,
+    /// The face a search names as its sample (`filter.facen.face`) does not exist.
+    SourceNotFound,
+    /// The gallery a search names for its sample face does not exist.
+    SourceGallery,
+    /// A feature this server does not have (face attributes: no such models offline).
+    NotImplemented,
     /// A failure of the server itself.
     UnknownError,
 }

@@ -16,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod extract;
 pub mod facen;
 pub mod index;
 pub mod schema;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use facedb::config::ServeSettings;
+use facedb::config::{ExtractServiceSettings, ExtractSettings, ServeSettings};
 
 #[derive(Parser)]
 #[command(name = "facedb", version, about = "A dedicated biometric vector database")]
@@ -15,8 +15,92 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the single-node database: the galleries API v2 over HTTP.
-    Serve(ServeArgs),
+    /// Run the single-node database: the galleries API v2 over HTTP, with face detection.
+    Serve(Box<ServeArgs>),
+    /// Run face detection and extraction alone (`POST /v2/detect`).
+    Extract(Box<ExtractCommandArgs>),
+}
+
+#[derive(Args)]
+struct ExtractCommandArgs {
+    /// YAML file with `listen` and an `extract:` section (the same keys as `serve`'s); flags
+    /// win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:18666].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    #[command(flatten)]
+    extract: ExtractArgs,
+}
+
+/// The detection front-end's flags, shared by `serve` and `extract` (YAML: the `extract:`
+/// section, keys without the `extract-` prefix and with underscores).
+#[derive(Args)]
+struct ExtractArgs {
+    /// Directory holding the model files under their original names (tools/setup.sh fetches
+    /// them into ./models) [default: ./models].
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Detection worker threads, each with its own models; 0 turns detection off
+    /// [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    extract_workers: Option<usize>,
+    /// Photos waiting for a worker at most; more get 503 OVER_CAPACITY [default: 32].
+    #[arg(long, value_name = "N")]
+    extract_queue: Option<usize>,
+    /// Detection runs on a copy whose longer side is at most this; boxes are given in the
+    /// photo's pixels [default: 2000].
+    #[arg(long, value_name = "PX")]
+    detect_max_side: Option<u32>,
+    /// Photos with a longer side are refused, from their header [default: 6000].
+    #[arg(long, value_name = "PX")]
+    max_image_side: Option<u32>,
+    /// Photos with more pixels are refused, from their header [default: 40000000].
+    #[arg(long, value_name = "N")]
+    max_image_pixels: Option<u64>,
+    /// Largest photo in a request or fetched by URL (413 past it) [default: 32M].
+    #[arg(long, value_name = "BYTES")]
+    body_image_length: Option<String>,
+    /// Longest photo URL accepted [default: 4096].
+    #[arg(long, value_name = "N")]
+    url_length: Option<usize>,
+    /// Networks no URL fetch may reach, checked on every resolved address and redirect
+    /// [default: 127.0.0.0/8,192.168.0.0/16,10.0.0.0/8,::1/128,fe00::/8].
+    #[arg(long, value_name = "CIDRS")]
+    deny_networks: Option<String>,
+    /// Seconds a URL fetch may take [default: 30].
+    #[arg(long, value_name = "SECS")]
+    fetch_timeout: Option<u64>,
+    /// Let `return_facen=true` put facens in detect responses.
+    #[arg(long)]
+    allow_return_facen: bool,
+    /// Detections kept for faces/add and faces/search by id [default: 4096].
+    #[arg(long, value_name = "N")]
+    detection_cache_size: Option<usize>,
+    /// Seconds a detection stays usable by id [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    detection_cache_ttl: Option<u64>,
+}
+
+impl ExtractArgs {
+    fn settings(self) -> ExtractSettings {
+        ExtractSettings {
+            models_dir: self.models_dir,
+            workers: self.extract_workers,
+            queue: self.extract_queue,
+            detect_max_side: self.detect_max_side,
+            max_image_side: self.max_image_side,
+            max_image_pixels: self.max_image_pixels,
+            body_image_length: self.body_image_length,
+            url_length: self.url_length,
+            deny_networks: self.deny_networks,
+            fetch_timeout: self.fetch_timeout,
+            allow_return_facen: self.allow_return_facen.then_some(true),
+            detection_cache_size: self.detection_cache_size,
+            detection_cache_ttl: self.detection_cache_ttl,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -81,6 +165,8 @@ struct ServeArgs {
     /// [default: 20000].
     #[arg(long, value_name = "N")]
     index_min_faces: Option<usize>,
+    #[command(flatten)]
+    extract: ExtractArgs,
 }
 
 fn main() -> ExitCode {
@@ -90,7 +176,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Extract(args) => extract(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,8 +210,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         index_ef_construction: args.index_ef_construction,
         index_ef_search: args.index_ef_search,
         index_min_faces: args.index_min_faces,
+        extract: Some(args.extract.settings()),
     };
     let config = flags.over(file).resolve().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(facedb::server::serve(config))
+}
+
+fn extract(args: ExtractCommandArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => ExtractServiceSettings::from_yaml_file(path).map_err(anyhow::Error::msg)?,
+        None => ExtractServiceSettings::default(),
+    };
+    let listen_text = args.listen.or(file.listen).unwrap_or_else(|| facedb::extract::DEFAULT_EXTRACT_LISTEN.to_owned());
+    let listen = listen_text.parse().map_err(|e| {
+        anyhow::anyhow!("listen: {listen_text:?} is not an address HOST:PORT such as 127.0.0.1:18666 ({e})")
+    })?;
+    let settings = args.extract.settings().over(file.extract.unwrap_or_default());
+    let config = settings.resolve().map_err(|e| anyhow::anyhow!("extract.{e}"))?.ok_or_else(|| {
+        anyhow::anyhow!("extract.workers: 0 turns detection off, which leaves `extract` nothing to do")
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(facedb::server::serve_extract(listen, config))
 }

@@ -1,11 +1,17 @@
 //! Running `facedb serve`: load the schema, build the engine, serve the API until a signal.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::api::detect::FrontEnd;
 use crate::api::{self, ApiConfig};
 use crate::config::ServeConfig;
 use crate::durable::{Database, DurableConfig};
+use crate::extract::uploads::Uploads;
+use crate::extract::{ExtractConfig, Extractor};
 use crate::schema::Schema;
 use crate::store::EngineConfig;
 
@@ -36,7 +42,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("recovery failed")?
         .map_err(anyhow::Error::msg)?;
-    let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes });
+    let uploads_dir = config.data_dir.join("uploads");
+    let uploads = Uploads::open(&uploads_dir).with_context(|| format!("cannot create {}", uploads_dir.display()))?;
+    let front = Arc::new(start_front_end(config.extract.clone(), Some(uploads)).await);
+    let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes }, front);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
@@ -44,6 +53,38 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%address, facen_size = config.facen_size, data_dir = %config.data_dir.display(), "serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     drop(database);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The detection front-end of `serve`: a database without models still serves the galleries
+/// API, and detect requests are told why there is no detection.
+async fn start_front_end(config: Option<ExtractConfig>, uploads: Option<Uploads>) -> FrontEnd {
+    let Some(config) = config else {
+        let reason = "turned off (extract workers 0)".to_owned();
+        return FrontEnd { extractor: None, reason, uploads };
+    };
+    match tokio::task::spawn_blocking(move || Extractor::start(config)).await {
+        Ok(Ok(extractor)) => FrontEnd { extractor: Some(extractor), reason: String::new(), uploads },
+        Ok(Err(e)) => {
+            tracing::warn!("face detection is off: {e:#}");
+            FrontEnd { extractor: None, reason: format!("{e:#}"), uploads }
+        }
+        Err(e) => FrontEnd { extractor: None, reason: format!("loading the models failed: {e}"), uploads },
+    }
+}
+
+/// Runs `facedb extract`: detection alone, until SIGINT or SIGTERM. Models that do not load
+/// fail the start. Prints `facedb listening on http://ADDR` once the port is bound.
+pub async fn serve_extract(listen: SocketAddr, config: ExtractConfig) -> anyhow::Result<()> {
+    let extractor = tokio::task::spawn_blocking(move || Extractor::start(config)).await??;
+    let front = Arc::new(FrontEnd { extractor: Some(extractor), reason: String::new(), uploads: None });
+    let app = api::extract_router(front);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    println!("facedb listening on http://{address}");
+    tracing::info!(%address, "serving detection");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

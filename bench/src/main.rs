@@ -21,6 +21,7 @@ mod backend;
 mod client;
 mod dataset;
 mod durability;
+mod extract;
 mod harness;
 mod latency;
 mod machine;
@@ -80,6 +81,9 @@ enum Command {
     /// How the HNSW graph keeps up (issue 5): the build of a whole gallery (as at a restart)
     /// and the tail of unindexed faces under steady writes.
     IndexUpkeep(upkeep::UpkeepArgs),
+    /// Face detection and extraction (issue 6): median latency of each stage and of a whole
+    /// 640x480 photo with one face, HOG and CNN, in-process and over HTTP.
+    Extract(extract::ExtractArgs),
 }
 
 /// Changes to a profile's datasets, and where datasets live: shared by the subcommands that
@@ -297,6 +301,7 @@ fn main() -> ExitCode {
         Some(Command::AddUnderLoad(args)) => latency::add_under_load(args).map(|()| true),
         Some(Command::AnnProbe(args)) => ann_probe::run(args, command_line()).map(|()| true),
         Some(Command::IndexUpkeep(args)) => upkeep::run(args, command_line()).map(|()| true),
+        Some(Command::Extract(args)) => extract::run(args, command_line()).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

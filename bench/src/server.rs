@@ -61,6 +61,9 @@ impl Server {
             .arg(dim.to_string())
             .arg("--max-body-bytes")
             .arg(MAX_BODY_BYTES.to_string())
+            // The database alone: no face models to load.
+            .arg("--extract-workers")
+            .arg("0")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -6,6 +6,7 @@
 //! pool so that it never stalls the reactor. Every error, including unknown paths, wrong
 //! methods and oversized bodies, is answered with the one body of [`Error`].
 
+pub mod detect;
 pub mod wire;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::durable::Database;
 use crate::error::{Error, ErrorKind};
 use crate::search::parse::parse_query;
 use crate::store::{check_gallery_name, Engine};
+use detect::FrontEnd;
 
 /// HTTP settings of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,11 +155,14 @@ async fn stat_list(State(engine): State<Arc<Engine>>, Path((from, to)): Path<(St
 
 async fn faces_add(
     State(engine): State<Arc<Engine>>,
+    State(front): State<Arc<FrontEnd>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     blocking(move || {
-        let faces = wire::new_faces(&body, &engine.schema(), engine.config().facen_size)?;
+        let (schema, dim) = (engine.schema(), engine.config().facen_size);
+        let body = detect::resolve_add(body, &front, &schema, dim)?;
+        let faces = wire::new_faces(&body, &schema, dim)?;
         engine.add_faces(&name, faces)
     })
     .await?;
@@ -200,10 +205,12 @@ async fn faces_update(
 
 async fn faces_search(
     State(engine): State<Arc<Engine>>,
+    State(front): State<Arc<FrontEnd>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     let (body, plan) = blocking(move || {
+        let body = detect::resolve_search(body, &front, &engine)?;
         let config = engine.config();
         let schema = engine.schema();
         let query = parse_query(&body, &schema, config.facen_size, config.max_search_limit)?;
@@ -231,7 +238,7 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
         .with_value(method.as_str());
     let mut response = error.into_response();
     let path = uri.path();
-    let allow = if path.starts_with("/stat/") {
+    let allow = if path.starts_with("/stat/") || path.starts_with("/uploads/") {
         "GET"
     } else if path.starts_with("/v2/galleries/get/") || path == "/v2/galleries/list" || path == "/v2/admin/status" {
         "GET, POST"
@@ -242,11 +249,19 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     response
 }
 
-/// What the handlers share: the database, and its engine for the galleries API.
+/// What the handlers share: the database, its engine for the galleries API, and the
+/// detection front-end.
 #[derive(Clone)]
 struct AppState {
     engine: Arc<Engine>,
     database: Arc<Database>,
+    front: Arc<FrontEnd>,
+}
+
+impl FromRef<AppState> for Arc<FrontEnd> {
+    fn from_ref(state: &AppState) -> Arc<FrontEnd> {
+        state.front.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Engine> {
@@ -274,10 +289,10 @@ async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
     Ok(json_reply(crate::durable::snapshot_json(&info)))
 }
 
-/// The API's routes over a database.
-pub fn router(database: Arc<Database>, config: &ApiConfig) -> Router {
-    let state = AppState { engine: database.engine().clone(), database };
-    Router::new()
+/// The API's routes over a database and a detection front-end.
+pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Router {
+    let state = AppState { engine: database.engine().clone(), database, front: front.clone() };
+    let galleries = Router::new()
         .route("/v2/admin/status", get(admin_status).post(admin_status))
         .route("/v2/admin/snapshot", post(admin_snapshot))
         .route("/v2/galleries/add/{name}", post(gallery_add))
@@ -290,8 +305,12 @@ pub fn router(database: Arc<Database>, config: &ApiConfig) -> Router {
         .route("/v2/faces/update/{name}", post(faces_update))
         .route("/v2/faces/search/{name}", post(faces_search))
         .route("/v2/{name}/search", post(faces_search))
-        .fallback(unknown_path)
-        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    galleries.merge(detect::routes(front)).fallback(unknown_path).method_not_allowed_fallback(wrong_method)
+}
+
+/// The routes of `facedb extract`: detection alone, no galleries.
+pub fn extract_router(front: Arc<FrontEnd>) -> Router {
+    detect::routes(front).fallback(unknown_path).method_not_allowed_fallback(wrong_method)
 }

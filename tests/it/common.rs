@@ -152,6 +152,11 @@ pub fn serve_args(dir: &TempDir, schema: &Path) -> Vec<String> {
         "127.0.0.1:0".into(),
         "--data-dir".into(),
         dir.path().display().to_string(),
+        // No face models: they take a second and ~100 MB per worker to load, and only the
+        // detection tests need them (they start servers of their own).
+        "--extract-workers".into(),
+        "0".into(),
+        // Last: some tests replace the schema path.
         "--schema".into(),
         schema.display().to_string(),
     ]
@@ -254,6 +259,11 @@ impl Server {
         }
     }
 
+    /// `http://HOST:PORT` of the server.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// The child's pid (the server itself only when launched without the watchdog).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -285,13 +295,30 @@ impl Server {
         body: Option<&str>,
         content_type: Option<&str>,
     ) -> Result<Resp, String> {
+        self.try_request_bytes(method, path, body.map(str::as_bytes), content_type)
+    }
+
+    /// POST with a binary body (a photo, a multipart form); panics on a transport error.
+    pub fn post_bytes(&self, path: &str, body: &[u8], content_type: Option<&str>) -> Resp {
+        self.try_request_bytes("POST", path, Some(body), content_type)
+            .unwrap_or_else(|e| panic!("POST {path}: transport error {e}\nserver stderr:\n{}", self.stderr()))
+    }
+
+    /// Any request with a binary body; a transport error comes back as `Err`.
+    pub fn try_request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+    ) -> Result<Resp, String> {
         let url = format!("{}{}", self.base, path);
         let mut b = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(ct) = content_type {
             b = b.header("content-type", ct);
         }
         let result = match body {
-            Some(s) => agent().run(b.body(s.to_string()).map_err(|e| e.to_string())?),
+            Some(bytes) => agent().run(b.body(bytes.to_vec()).map_err(|e| e.to_string())?),
             None => agent().run(b.body(()).map_err(|e| e.to_string())?),
         };
         let mut resp = result.map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@
 
 mod common;
 mod crash;
+mod detect;
 mod durability;
 mod errors;
 mod faces;

@@ -69,6 +69,8 @@ impl Node {
             .args(["--max-body-bytes", &MAX_BODY_BYTES.to_string()])
             .args(["--wal-mode", config.wal_mode.name()])
             .args(["--checkpoint-interval", "0"])
+            // Restart times are the database's: no face models to load.
+            .args(["--extract-workers", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
