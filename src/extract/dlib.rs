@@ -8,12 +8,13 @@
 //!
 //! The pipeline of one face: [`Models::detect_hog`] or [`Models::detect_cnn`] → [`Models::landmarks`]
 //! → [`Models::chip`] (aligned, [`CHIP_SIZE`]² RGB) → [`Models::descriptor`] (128 floats, dlib's
-//! raw output, norm ≈ 1.45). Two descriptors of the same person are usually closer than 0.6
+//! raw output, norm ≈ 1.4). Two descriptors of the same person are usually closer than 0.6
 //! (euclidean), dlib's rule.
 //!
 //! dlib's networks keep per-call buffers, so a [`Models`] is used by one thread at a time: it is
-//! `Send`, not `Sync`; run one per worker. dlib's matrix products go through BLAS: with several
-//! workers, `OPENBLAS_NUM_THREADS=1` in the environment avoids oversubscribing the cores.
+//! `Send`, not `Sync`; run one per worker. dlib's matrix products go through BLAS: the shim asks
+//! OpenBLAS for one thread (the workers are the parallelism; more threads would fight over the
+//! cores).
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::Path;
@@ -389,7 +390,7 @@ impl Models {
         Ok(chip)
     }
 
-    /// The descriptor of an aligned chip (`CHIP_SIZE`² packed RGB), as dlib gives it (norm ≈ 1.45).
+    /// The descriptor of an aligned chip (`CHIP_SIZE`² packed RGB), as dlib gives it (norm ≈ 1.4).
     pub fn descriptor(&mut self, chip: &[u8]) -> Result<[f32; DESCRIPTOR_LEN], ModelError> {
         let expected = CHIP_SIZE as usize * CHIP_SIZE as usize * 3;
         if chip.len() != expected {

@@ -49,11 +49,16 @@ impl DenyList {
     }
 
     /// The denied network holding `ip`, if any (an IPv4-mapped IPv6 address counts as IPv4).
+    /// The unspecified address (`0.0.0.0`, `::`) is always denied, whatever the list: a
+    /// connection to it reaches this host.
     pub fn denies(&self, ip: IpAddr) -> Option<IpNet> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
+        if ip.is_unspecified() {
+            return Some(IpNet::from(ip));
+        }
         self.0.iter().find(|net| net.contains(&ip)).copied()
     }
 }
@@ -251,6 +256,11 @@ mod tests {
         }
         for allowed in ["8.8.8.8", "172.16.0.1", "2001:db8::1"] {
             assert!(deny.denies(allowed.parse().unwrap()).is_none(), "{allowed}");
+        }
+        let nothing = DenyList::new(Vec::new());
+        assert!(nothing.denies("127.0.0.1".parse().unwrap()).is_none());
+        for unspecified in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+            assert!(nothing.denies(unspecified.parse().unwrap()).is_some(), "{unspecified}");
         }
     }
 

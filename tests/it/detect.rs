@@ -461,6 +461,11 @@ fn urls_are_fetched_but_never_from_denied_networks() {
     let r = detect_url(&server, &format!("http://{allowed}/to/http://{denied}/photo.jpg"));
     assert_error(&r, 400, "BAD_PARAM", Some("url"), None);
     assert!(error_message(&r).contains("deny_networks"), "{}", r.body);
+    // 0.0.0.0 reaches this host whatever the list says: always refused, also at a redirect.
+    let r = detect_url(&server, &format!("http://0.0.0.0:{}/photo.jpg", allowed.port()));
+    assert_error(&r, 400, "BAD_PARAM", Some("url"), None);
+    let r = detect_url(&server, &format!("http://{allowed}/to/http://0.0.0.0:{}/photo.jpg", allowed.port()));
+    assert_error(&r, 400, "BAD_PARAM", Some("url"), None);
     // A redirect to an allowed address is followed.
     let r = detect_url(&server, &format!("http://{allowed}/to/http://{allowed}/photo.jpg"));
     assert_eq!(r.status, 200, "{}", r.body);
