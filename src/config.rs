@@ -174,6 +174,8 @@ impl ExtractSettings {
 #[serde(deny_unknown_fields)]
 pub struct ExtractServiceSettings {
     pub listen: Option<String>,
+    /// `--keep-buffers`.
+    pub keep_buffers: Option<bool>,
     pub extract: Option<ExtractSettings>,
 }
 

@@ -30,6 +30,11 @@ struct ExtractCommandArgs {
     /// Address to listen on [default: 127.0.0.1:18666].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
+    /// Keep memory freed by dlib mapped (glibc: one arena, no trimming, no mmap below 2 GiB):
+    /// CNN detection about twice as fast, but the process stays at its peak memory (about
+    /// 1.3 GB after a CNN detection of a 1 MP photo).
+    #[arg(long)]
+    keep_buffers: bool,
     #[command(flatten)]
     extract: ExtractArgs,
 }
@@ -226,6 +231,10 @@ fn extract(args: ExtractCommandArgs) -> anyhow::Result<()> {
     let listen = listen_text.parse().map_err(|e| {
         anyhow::anyhow!("listen: {listen_text:?} is not an address HOST:PORT such as 127.0.0.1:18666 ({e})")
     })?;
+    if args.keep_buffers || file.keep_buffers == Some(true) {
+        // Before any thread starts: threads already running may have arenas of their own.
+        facedb::server::keep_freed_memory();
+    }
     let settings = args.extract.settings().over(file.extract.unwrap_or_default());
     let config = settings.resolve().map_err(|e| anyhow::anyhow!("extract.{e}"))?.ok_or_else(|| {
         anyhow::anyhow!("extract.workers: 0 turns detection off, which leaves `extract` nothing to do")

@@ -74,6 +74,30 @@ async fn start_front_end(config: Option<ExtractConfig>, uploads: Option<Uploads>
     }
 }
 
+/// glibc's malloc gives dlib's large per-photo buffers back to the system after every photo and
+/// faults them in again on the next: half of a CNN detection's time (docs/benchmarks.md,
+/// "Detection and extraction"). `facedb extract --keep-buffers` keeps them instead: one arena
+/// (the workers' own arenas would give theirs back), no trimming, and no `mmap` below 2 GiB (a
+/// CNN detection's buffers are larger than glibc's highest dynamic threshold, 32 MiB; with that
+/// they measured no faster). The process then stays at its peak memory (1.3 GB after a CNN
+/// detection of a 1 MP photo), so it is not the default, and `facedb serve` never does it (a
+/// database that drops a big gallery should return the memory). Call it before any thread
+/// starts: threads already running may have arenas of their own.
+pub fn keep_freed_memory() {
+    // SAFETY: mallopt only changes malloc's tuning; a refused value leaves the default in place.
+    let set = |param, value| unsafe { libc::mallopt(param, value) } == 1;
+    let applied = [
+        ("arena_max", set(libc::M_ARENA_MAX, 1)),
+        ("trim_threshold", set(libc::M_TRIM_THRESHOLD, i32::MAX)),
+        ("mmap_threshold", set(libc::M_MMAP_THRESHOLD, i32::MAX)),
+    ];
+    for (name, ok) in applied {
+        if !ok {
+            tracing::warn!("malloc refused {name}: CNN detection may be slower");
+        }
+    }
+}
+
 /// Runs `facedb extract`: detection alone, until SIGINT or SIGTERM. Models that do not load
 /// fail the start. Prints `facedb listening on http://ADDR` once the port is bound.
 pub async fn serve_extract(listen: SocketAddr, config: ExtractConfig) -> anyhow::Result<()> {

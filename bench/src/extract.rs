@@ -8,7 +8,8 @@
 //! 2. **Whole photo, in-process**: decode + detect + landmarks + chip + descriptor, as a worker
 //!    runs it, for HOG (upsample 1, the server's default) and CNN (upsample 0).
 //! 3. **Whole photo over HTTP**: `POST /v2/detect?facen=true` to a `facedb extract` started with
-//!    one worker, for both detectors, client-side wall time.
+//!    one worker, for both detectors, client-side wall time; then the same with
+//!    `--keep-buffers`.
 //!
 //! Medians (and p90) of `--runs` runs after one warm-up each; Markdown on stdout and in
 //! `--out`/extract.md, JSON in `--out`/extract.json.
@@ -153,10 +154,11 @@ impl Drop for Extractor {
     }
 }
 
-fn start_extract(bin: &Path, models_dir: &Path) -> Result<Extractor> {
+fn start_extract(bin: &Path, models_dir: &Path, keep_buffers: bool) -> Result<Extractor> {
     let mut child = Command::new(bin)
         .args(["extract", "--listen", "127.0.0.1:0", "--extract-workers", "1", "--models-dir"])
         .arg(models_dir)
+        .args(keep_buffers.then_some("--keep-buffers"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -176,13 +178,12 @@ fn over_http(args: &ExtractArgs, jpeg: &[u8]) -> Result<Vec<Series>> {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?.with_file_name("facedb"),
     };
-    let server = start_extract(&bin, &args.models_dir)?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(60)))
         .http_status_as_error(false)
         .build()
         .into();
-    let post = |detector: &str| -> Result<()> {
+    let post = |server: &Extractor, detector: &str| -> Result<()> {
         let url = format!("{}/v2/detect?facen=true&detector={detector}", server.base);
         let mut response = agent.post(&url).header("content-type", "image/jpeg").send(jpeg)?;
         let body = response.body_mut().read_to_string()?;
@@ -191,10 +192,17 @@ fn over_http(args: &ExtractArgs, jpeg: &[u8]) -> Result<Vec<Series>> {
         }
         Ok(())
     };
-    Ok(vec![
-        time("whole photo, HOG, over HTTP", args.runs, || post("hog"))?,
-        time("whole photo, CNN, over HTTP", args.runs.min(10), || post("cnn"))?,
-    ])
+    let server = start_extract(&bin, &args.models_dir, false)?;
+    let mut series = vec![
+        time("whole photo, HOG, over HTTP", args.runs, || post(&server, "hog"))?,
+        time("whole photo, CNN, over HTTP", args.runs.min(10), || post(&server, "cnn"))?,
+    ];
+    drop(server);
+    let server = start_extract(&bin, &args.models_dir, true)?;
+    series.push(time("whole photo, HOG, over HTTP, extract --keep-buffers", args.runs, || post(&server, "hog"))?);
+    series
+        .push(time("whole photo, CNN, over HTTP, extract --keep-buffers", args.runs.min(10), || post(&server, "cnn"))?);
+    Ok(series)
 }
 
 fn describe(m: &machine::Machine) -> String {

@@ -489,11 +489,19 @@ fn urls_are_fetched_but_never_from_denied_networks() {
 
 #[test]
 fn facedb_extract_serves_detection_alone() {
-    let args: Vec<String> =
-        ["extract", "--listen", "127.0.0.1:0", "--extract-workers", "1", "--models-dir", &models_dir()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let args: Vec<String> = [
+        "extract",
+        "--listen",
+        "127.0.0.1:0",
+        "--extract-workers",
+        "1",
+        "--keep-buffers",
+        "--models-dir",
+        &models_dir(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let server = Server::launch(&args, None, true).unwrap_or_else(|f| panic!("facedb extract did not start: {f:?}"));
     let face = one_face(&server, "?facen=true", &photo("obama.jpg"));
     assert!(face["id"].as_str().is_some());
@@ -503,7 +511,7 @@ fn facedb_extract_serves_detection_alone() {
         ["extract", "--listen", "127.0.0.1:0", "--models-dir", "/nonexistent"].iter().map(|s| s.to_string()).collect();
     let failure = Server::launch(&args, None, true).err().expect("extract without models fails");
     assert!(
-        failure.stderr.contains("shape_predictor_5_face_landmarks.dat") || failure.stderr.contains(".dat"),
+        failure.stderr.contains("shape_predictor_5_face_landmarks.dat") && failure.stderr.contains("tools/setup.sh"),
         "{}",
         failure.stderr
     );
