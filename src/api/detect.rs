@@ -223,9 +223,7 @@ async fn upload(State(front): State<Arc<FrontEnd>>, Path(name): Path<String>) ->
     let uploads = front.uploads.clone().ok_or_else(|| {
         Error::new(404, ErrorKind::NotFound, "this server keeps no normalized face images").with_param("name")
     })?;
-    let bytes = tokio::task::spawn_blocking(move || uploads.read(&name))
-        .await
-        .map_err(|e| Error::internal(format!("a request task failed: {e}")))??;
+    let bytes = super::blocking(move || uploads.read(&name)).await?;
     Ok(([(header::CONTENT_TYPE, "image/png")], bytes).into_response())
 }
 

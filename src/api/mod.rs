@@ -94,7 +94,7 @@ impl<S: Send + Sync> FromRequestParts<S> for GalleryName {
     }
 }
 
-/// Runs engine work on the blocking pool.
+/// Runs engine work (or file reads) on the blocking pool.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
     tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("a request task failed: {e}")))?
 }
