@@ -465,19 +465,7 @@ mod tests {
     }
 
     fn rgb(image: &RgbImage) -> RgbRef<'_> {
-        RgbRef { data: image.as_raw(), width: image.width(), height: image.height() }
-    }
-
-    fn iou(a: Rect, b: Rect) -> f64 {
-        let area = |r: Rect| ((r.right - r.left + 1).max(0) * (r.bottom - r.top + 1).max(0)) as f64;
-        let inter = Rect {
-            left: a.left.max(b.left),
-            top: a.top.max(b.top),
-            right: a.right.min(b.right),
-            bottom: a.bottom.min(b.bottom),
-        };
-        let overlap = area(inter);
-        overlap / (area(a) + area(b) - overlap)
+        crate::extract::photo::rgb_ref(image)
     }
 
     /// A plausible face box of `image`: inside it, not tiny, not the whole photo.
@@ -568,7 +556,7 @@ mod tests {
         assert_plausible(&faces[0], &image);
         // The same face as HOG's.
         let hog = models.detect_hog(rgb(&image), 0).unwrap();
-        assert!(iou(hog[0].rect, faces[0].rect) > 0.3, "hog {hog:?} vs cnn {faces:?}");
+        assert!(crate::extract::photo::iou(hog[0].rect, faces[0].rect) > 0.3, "hog {hog:?} vs cnn {faces:?}");
     }
 
     #[test]
@@ -581,7 +569,7 @@ mod tests {
         let up0 = models.detect_hog(rgb(&image), 0).unwrap();
         assert_eq!(up1.len(), 1, "{up1:?}");
         assert_plausible(&up1[0], &image);
-        assert!(iou(up0[0].rect, up1[0].rect) > 0.5, "up 0 {up0:?} vs up 1 {up1:?}");
+        assert!(crate::extract::photo::iou(up0[0].rect, up1[0].rect) > 0.5, "up 0 {up0:?} vs up 1 {up1:?}");
 
         // CNN likewise, on a half-size copy to keep the test quick.
         let small = image::imageops::resize(
@@ -597,7 +585,7 @@ mod tests {
         assert_eq!(up1.len(), 1, "{up1:?}");
         assert_eq!(up0.len(), 1, "{up0:?}");
         assert_plausible(&up1[0], &small);
-        assert!(iou(up0[0].rect, up1[0].rect) > 0.5, "up 0 {up0:?} vs up 1 {up1:?}");
+        assert!(crate::extract::photo::iou(up0[0].rect, up1[0].rect) > 0.5, "up 0 {up0:?} vs up 1 {up1:?}");
 
         assert!(matches!(models.detect_hog(rgb(&image), 9), Err(ModelError::Run(_))));
     }
