@@ -229,6 +229,22 @@ int facedb_load_cnn(facedb_models* models, const char* path, char* err, size_t e
     });
 }
 
+// Detections (HOG's rect_detection or the CNN's mmod_rect) in an image upsampled `upsample`
+// times, as boxes of the caller's image. pyramid_up uses pyramid_down<2>, whose rect_down maps
+// back by the same factor.
+// (Inside the file's extern "C" block: a template needs C++ linkage.)
+extern "C++" {
+template <typename Detection>
+void return_boxes(const std::vector<Detection>& dets, uint32_t upsample, facedb_box** out, size_t* n_out) {
+    std::vector<facedb_box> boxes;
+    boxes.reserve(dets.size());
+    pyramid_down<2> pyr;
+    for (const auto& d : dets)
+        boxes.push_back(make_box(to_rect(pyr.rect_down(drectangle(d.rect), upsample)), d.detection_confidence));
+    copy_boxes(boxes, out, n_out);
+}
+}
+
 int facedb_detect_hog(facedb_models* models, const uint8_t* rgb, uint32_t width, uint32_t height,
                       uint32_t upsample, facedb_box** out, size_t* n_out, char* err, size_t err_len) {
     return guarded(err, err_len, [&] {
@@ -242,13 +258,7 @@ int facedb_detect_hog(facedb_models* models, const uint8_t* rgb, uint32_t width,
         std::vector<rect_detection> dets;
         // adjust_threshold 0: the detector's own threshold; scores come back > 0.
         models->hog(img, dets, 0.0);
-        std::vector<facedb_box> boxes;
-        boxes.reserve(dets.size());
-        // pyramid_up uses pyramid_down<2>, whose rect_down maps back by the same factor.
-        pyramid_down<2> pyr;
-        for (const auto& d : dets)
-            boxes.push_back(make_box(to_rect(pyr.rect_down(drectangle(d.rect), upsample)), d.detection_confidence));
-        copy_boxes(boxes, out, n_out);
+        return_boxes(dets, upsample, out, n_out);
     });
 }
 
@@ -267,13 +277,7 @@ int facedb_detect_cnn(facedb_models* models, const uint8_t* rgb, uint32_t width,
         // pyramid writes out of bounds for images under 10 pixels wide (heap corruption, seen
         // with valgrind), while under ~29 pixels its convolutions fail a DLIB_CASSERT.
         if (img.nr() < models->cnn_min_side || img.nc() < models->cnn_min_side) return;
-        std::vector<mmod_rect> dets = (*models->cnn)(img);
-        std::vector<facedb_box> boxes;
-        boxes.reserve(dets.size());
-        pyramid_down<2> pyr;
-        for (const auto& d : dets)
-            boxes.push_back(make_box(to_rect(pyr.rect_down(drectangle(d.rect), upsample)), d.detection_confidence));
-        copy_boxes(boxes, out, n_out);
+        return_boxes((*models->cnn)(img), upsample, out, n_out);
     });
 }
 
