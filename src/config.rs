@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub index: IndexSettings,
     /// The detection front-end; `None` when turned off (`extract: {workers: 0}`).
     pub extract: Option<ExtractConfig>,
+    /// Local shards of a new data dir; `None`: the host's rule (`cluster::Layout::for_host`).
+    pub shards: Option<usize>,
 }
 
 /// The same settings as they may appear in a YAML file or as flags; absent means "not set here".
@@ -64,6 +66,8 @@ pub struct ServeSettings {
     pub index_min_faces: Option<usize>,
     /// The detection front-end's settings (the `extract:` section).
     pub extract: Option<ExtractSettings>,
+    /// Local shards when the data dir is created.
+    pub shards: Option<usize>,
 }
 
 /// Settings of the detection front-end, in `serve`'s and `extract`'s `extract:` section or as
@@ -238,6 +242,7 @@ impl ServeSettings {
                 (Some(top), Some(bottom)) => Some(top.over(bottom)),
                 (top, bottom) => top.or(bottom),
             },
+            shards: self.shards.or(base.shards),
         }
     }
 
@@ -286,7 +291,11 @@ impl ServeSettings {
             .map_err(|(name, value, range)| format!("index_{name}: {value} is out of range; it must be {range}"))?;
         let index = IndexSettings { params, min_faces: self.index_min_faces.unwrap_or(defaults.min_faces), ..defaults };
         let extract = self.extract.unwrap_or_default().resolve().map_err(|e| format!("extract.{e}"))?;
+        if let Some(shards) = self.shards.filter(|n| !(1..=256).contains(n)) {
+            return Err(format!("shards: {shards} is out of range; it must be from 1 to 256"));
+        }
         Ok(ServeConfig {
+            shards: self.shards,
             listen,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             schema: self.schema,

@@ -6,11 +6,11 @@
 //! the value that were wrong. The API layer turns it into the single error body
 //! `{"error":{"code","kind","message","param","value"}}`; nothing else builds error bodies.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The machine-readable error codes of the original product's API (its "Common Error Codes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorKind {
     /// The request could be read but a parameter is invalid; `param` and `value` say which.
@@ -35,12 +35,15 @@ pub enum ErrorKind {
     SourceGallery,
     /// A feature this server does not have (face attributes: no such models offline).
     NotImplemented,
+    /// A storage shard did not answer (down, or slower than the router's timeout); the error
+    /// names it (503).
+    StorageError,
     /// A failure of the server itself.
     UnknownError,
 }
 
 /// An error with everything the client needs to fix the request.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[error("{message}")]
 pub struct Error {
     /// The HTTP status the error is answered with.
@@ -82,6 +85,13 @@ impl Error {
         Error::new(404, ErrorKind::GalleryNotFound, format!("gallery {name:?} not found"))
             .with_param("name")
             .with_value(name)
+    }
+
+    /// 503 `STORAGE_ERROR`: the shard `shard` (its URL or name) failed; `param` is "shard".
+    pub fn storage(shard: &str, message: impl std::fmt::Display) -> Self {
+        Error::new(503, ErrorKind::StorageError, format!("shard {shard}: {message}"))
+            .with_param("shard")
+            .with_value(shard)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

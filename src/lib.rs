@@ -13,12 +13,14 @@
 //! - [`config`] and [`server`]: settings of `facedb serve` and running it.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod error;
 pub mod extract;
 pub mod facen;
 pub mod index;
+pub mod router;
 pub mod schema;
 pub mod search;
 pub mod server;

@@ -15,8 +15,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the single-node database: the galleries API v2 over HTTP, with face detection.
+    /// Run the single-node database: the galleries API v2 over HTTP, with face detection; its
+    /// faces are spread over local shards in this process.
     Serve(Box<ServeArgs>),
+    /// Run one storage shard alone (the galleries API v2, no detection), for a `facedb router`.
+    Shard(Box<ShardArgs>),
+    /// Run the router: the galleries API v2 over the shards of a YAML config (the original's
+    /// sf-api), with face detection.
+    Router(Box<RouterArgs>),
     /// Run face detection and extraction alone (`POST /v2/detect`).
     Extract(Box<ExtractCommandArgs>),
 }
@@ -113,12 +119,50 @@ struct ServeArgs {
     /// YAML file with the same settings (listen, data_dir, schema, facen_size, max_body_bytes,
     /// max_search_limit, wal_mode, checkpoint_interval, checkpoint_count, force_recovery,
     /// memory_limit, wal_segment_bytes, index_m, index_ef_construction, index_ef_search,
-    /// index_min_faces); flags win over it.
+    /// index_min_faces, shards, and an `extract:` section); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:18411].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
+    /// Local shards, when the data dir is created (it keeps its layout afterwards)
+    /// [default: max(min(memory MB / 2000, cores), 1)].
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    extract: ExtractArgs,
+}
+
+#[derive(Args)]
+struct ShardArgs {
+    /// YAML file with the storage settings of `serve` (an `extract:` section is ignored);
+    /// flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8101].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Args)]
+struct RouterArgs {
+    /// YAML file in the shape of the original's sf-api config: listen, extraction-api,
+    /// storage-api (timeouts, max-idle-conns-per-host, shards), limits, cache,
+    /// normalized-storage (docs/operations.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Address to listen on, over the file's `listen` [default: 127.0.0.1:18411].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+}
+
+/// The storage flags of `serve` and `shard`.
+#[derive(Args)]
+struct StorageArgs {
     /// Directory for the database's files [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -148,8 +192,8 @@ struct ServeArgs {
     /// Start even if the log has corrupt records: skip them, count them and report them.
     #[arg(long)]
     force_recovery: bool,
-    /// Refuse adds (507) that would take the faces' estimated memory past this, e.g. 8G
-    /// [default: no limit].
+    /// Refuse adds (507) that would take the faces' estimated memory past this, e.g. 8G; `serve`
+    /// gives each local shard an equal part [default: no limit].
     #[arg(long, value_name = "BYTES")]
     memory_limit: Option<String>,
     /// Start a new log segment once one is larger than this [default: 64M].
@@ -166,12 +210,42 @@ struct ServeArgs {
     /// more of the true neighbours [default: 128].
     #[arg(long, value_name = "N")]
     index_ef_search: Option<usize>,
-    /// Galleries get a graph from this many faces on; smaller ones are always scanned
-    /// [default: 20000].
+    /// Galleries get a graph (on each shard) from this many faces on; smaller ones are always
+    /// scanned [default: 20000].
     #[arg(long, value_name = "N")]
     index_min_faces: Option<usize>,
-    #[command(flatten)]
-    extract: ExtractArgs,
+}
+
+impl StorageArgs {
+    fn settings(self, listen: Option<String>) -> ServeSettings {
+        ServeSettings {
+            listen,
+            data_dir: self.data_dir,
+            schema: self.schema,
+            facen_size: self.facen_size,
+            max_body_bytes: self.max_body_bytes,
+            max_search_limit: self.max_search_limit,
+            wal_mode: self.wal_mode,
+            checkpoint_interval: self.checkpoint_interval,
+            checkpoint_count: self.checkpoint_count,
+            force_recovery: self.force_recovery.then_some(true),
+            memory_limit: self.memory_limit,
+            wal_segment_bytes: self.wal_segment_bytes,
+            index_m: self.index_m,
+            index_ef_construction: self.index_ef_construction,
+            index_ef_search: self.index_ef_search,
+            index_min_faces: self.index_min_faces,
+            extract: None,
+            shards: None,
+        }
+    }
+}
+
+fn settings_file(path: Option<&PathBuf>) -> anyhow::Result<ServeSettings> {
+    match path {
+        Some(path) => ServeSettings::from_yaml_file(path).map_err(anyhow::Error::msg),
+        None => Ok(ServeSettings::default()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -183,6 +257,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Extract(args) => extract(*args),
+        Command::Shard(args) => shard(*args),
+        Command::Router(args) => router(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,32 +270,38 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = match &args.config {
-        Some(path) => ServeSettings::from_yaml_file(path).map_err(anyhow::Error::msg)?,
-        None => ServeSettings::default(),
-    };
+    let file = settings_file(args.config.as_ref())?;
     let flags = ServeSettings {
-        listen: args.listen,
-        data_dir: args.data_dir,
-        schema: args.schema,
-        facen_size: args.facen_size,
-        max_body_bytes: args.max_body_bytes,
-        max_search_limit: args.max_search_limit,
-        wal_mode: args.wal_mode,
-        checkpoint_interval: args.checkpoint_interval,
-        checkpoint_count: args.checkpoint_count,
-        force_recovery: args.force_recovery.then_some(true),
-        memory_limit: args.memory_limit,
-        wal_segment_bytes: args.wal_segment_bytes,
-        index_m: args.index_m,
-        index_ef_construction: args.index_ef_construction,
-        index_ef_search: args.index_ef_search,
-        index_min_faces: args.index_min_faces,
         extract: Some(args.extract.settings()),
+        shards: args.shards,
+        ..args.storage.settings(args.listen)
     };
     let config = flags.over(file).resolve().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(facedb::server::serve(config))
+}
+
+fn shard(args: ShardArgs) -> anyhow::Result<()> {
+    let mut file = settings_file(args.config.as_ref())?;
+    file.extract = None;
+    let listen = args.listen.or(file.listen.take()).or_else(|| Some(facedb::server::DEFAULT_SHARD_LISTEN.to_owned()));
+    let config = args.storage.settings(listen).over(file).resolve().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(facedb::server::serve_shard(config))
+}
+
+fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let mut config = facedb::router::config::RouterConfig::from_yaml_file(&args.config).map_err(anyhow::Error::msg)?;
+    if let Some(text) = args.listen {
+        config.listen = text.parse().map_err(|e| {
+            anyhow::anyhow!("--listen: {text:?} is not an address HOST:PORT such as 127.0.0.1:18411 ({e})")
+        })?;
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{}: {warning}", args.config.display());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(facedb::server::serve_router(config))
 }
 
 fn extract(args: ExtractCommandArgs) -> anyhow::Result<()> {

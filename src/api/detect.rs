@@ -20,7 +20,6 @@ use crate::extract::uploads::Uploads;
 use crate::extract::{DetectOptions, Detection, Detector, Extractor};
 use crate::facen;
 use crate::schema::Schema;
-use crate::store::Engine;
 
 /// The front-end's parts as the API sees them.
 pub struct FrontEnd {
@@ -297,9 +296,15 @@ pub fn resolve_add(body: Json, front: &FrontEnd, schema: &Schema, dim: usize) ->
 }
 
 /// A search whose `filter.facen` is `{"detection": "<id>", "score"}` or
-/// `{"face": {"gallery", "id"}, "score"}`: the sample becomes that facen.
-pub fn resolve_search(mut body: Json, front: &FrontEnd, engine: &Engine) -> Result<Json> {
-    let dim = engine.config().facen_size;
+/// `{"face": {"gallery", "id"}, "score"}`: the sample becomes that facen. `stored` looks a
+/// stored face's facen up (its errors `GALLERY_NOT_FOUND` and `NOT_FOUND` are reported as
+/// `SOURCE_GALLERY` and `SOURCE_NOT_FOUND`).
+pub fn resolve_search(
+    mut body: Json,
+    front: &FrontEnd,
+    dim: usize,
+    stored: impl FnOnce(&str, u64) -> Result<Vec<f32>>,
+) -> Result<Json> {
     let Some(sample) = body.get_mut("filter").and_then(|f| f.get_mut("facen")).and_then(Json::as_object_mut) else {
         return Ok(body);
     };
@@ -310,7 +315,7 @@ pub fn resolve_search(mut body: Json, front: &FrontEnd, engine: &Engine) -> Resu
     let vector = if let Some(reference) = sample.remove("detection") {
         detection_facen(front, &reference, "filter.facen.detection", dim)?.facen.to_vec()
     } else if let Some(reference) = sample.remove("face") {
-        stored_facen(engine, &reference)?
+        stored_facen(&reference, stored)?
     } else {
         return Ok(body);
     };
@@ -318,20 +323,28 @@ pub fn resolve_search(mut body: Json, front: &FrontEnd, engine: &Engine) -> Resu
     Ok(body)
 }
 
+const FACE_PARAM: &str = "filter.facen.face";
+
+/// The `{"gallery", "id"}` of a search by stored face, when it is one and well formed (a
+/// router fetches that face from its shard before resolving).
+pub fn face_reference(body: &Json) -> Option<(String, u64)> {
+    let reference = body.get("filter")?.get("facen")?.get("face")?;
+    Some((reference.get("gallery")?.as_str()?.to_owned(), reference.get("id")?.as_u64()?))
+}
+
 /// The facen of a stored face named `{"gallery": "g", "id": 5}`.
-fn stored_facen(engine: &Engine, reference: &Json) -> Result<Vec<f32>> {
-    const PARAM: &str = "filter.facen.face";
+fn stored_facen(reference: &Json, stored: impl FnOnce(&str, u64) -> Result<Vec<f32>>) -> Result<Vec<f32>> {
     let bad = || {
-        Error::bad_param(PARAM, "filter.facen.face must be {\"gallery\": name, \"id\": face id}")
+        Error::bad_param(FACE_PARAM, "filter.facen.face must be {\"gallery\": name, \"id\": face id}")
             .with_value(reference.clone())
     };
     let gallery = reference.get("gallery").and_then(Json::as_str).ok_or_else(bad)?;
     let id = reference.get("id").and_then(Json::as_u64).ok_or_else(bad)?;
-    match engine.get_face(gallery, id) {
-        Ok(face) => Ok(face.vector.to_vec()),
+    match stored(gallery, id) {
+        Ok(vector) => Ok(vector),
         Err(e) if e.kind == ErrorKind::GalleryNotFound => {
             Err(Error::new(404, ErrorKind::SourceGallery, format!("the sample's gallery {gallery:?} does not exist"))
-                .with_param(PARAM)
+                .with_param(FACE_PARAM)
                 .with_value(reference.clone()))
         }
         Err(e) if e.kind == ErrorKind::NotFound => Err(Error::new(
@@ -339,7 +352,7 @@ fn stored_facen(engine: &Engine, reference: &Json) -> Result<Vec<f32>> {
             ErrorKind::SourceNotFound,
             format!("the sample face {id} is not in gallery {gallery:?}"),
         )
-        .with_param(PARAM)
+        .with_param(FACE_PARAM)
         .with_value(reference.clone())),
         Err(e) => Err(e),
     }

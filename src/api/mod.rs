@@ -20,9 +20,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
+use crate::cluster::{self, ClusterRecord};
 use crate::durable::Database;
 use crate::error::{Error, ErrorKind};
 use crate::search::parse::parse_query;
+use crate::search::Cursor;
 use crate::store::{check_gallery_name, Engine};
 use detect::FrontEnd;
 
@@ -52,7 +54,7 @@ impl IntoResponse for Error {
 type Reply = Result<Response, Error>;
 
 /// The request body as JSON (an empty body is `null`), whatever the Content-Type.
-struct JsonBody(Json);
+pub(crate) struct JsonBody(pub(crate) Json);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Error;
@@ -80,7 +82,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// The `{name}` path segment, checked as a gallery name.
-struct GalleryName(String);
+pub(crate) struct GalleryName(pub(crate) String);
 
 impl<S: Send + Sync> FromRequestParts<S> for GalleryName {
     type Rejection = Error;
@@ -95,7 +97,9 @@ impl<S: Send + Sync> FromRequestParts<S> for GalleryName {
 }
 
 /// Runs engine work (or file reads) on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal(format!("a request task failed: {e}")))?
 }
 
@@ -137,18 +141,20 @@ async fn gallery_list(State(engine): State<Arc<Engine>>) -> Reply {
     Ok(gallery_list_json(engine.list_galleries().into_iter()))
 }
 
+/// A `from` or `to` of `/stat/list`: a gallery number from 1.
+pub(crate) fn gallery_position(param: &str, text: &str) -> Result<usize, Error> {
+    text.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+        Error::bad_param(
+            param,
+            format!("{param} must be a gallery number from 1 (galleries are numbered in name order)"),
+        )
+        .with_value(text)
+    })
+}
+
 /// `GET /stat/list/{from}/{to}`: galleries number `from` to `to` (1-based) in name order.
 async fn stat_list(State(engine): State<Arc<Engine>>, Path((from, to)): Path<(String, String)>) -> Reply {
-    let position = |param: &str, text: &str| {
-        text.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
-            Error::bad_param(
-                param,
-                format!("{param} must be a gallery number from 1 (galleries are numbered in name order)"),
-            )
-            .with_value(text)
-        })
-    };
-    let (from, to) = (position("from", &from)?, position("to", &to)?);
+    let (from, to) = (gallery_position("from", &from)?, gallery_position("to", &to)?);
     let galleries = engine.list_galleries().into_iter().skip(from - 1).take((to + 1).saturating_sub(from));
     Ok(gallery_list_json(galleries))
 }
@@ -210,12 +216,19 @@ async fn faces_search(
     JsonBody(body): JsonBody,
 ) -> Reply {
     let (body, plan) = blocking(move || {
-        let body = detect::resolve_search(body, &front, &engine)?;
+        let dim = engine.config().facen_size;
+        let body = detect::resolve_search(body, &front, dim, |gallery, id| {
+            engine.get_face(gallery, id).map(|face| face.vector.to_vec())
+        })?;
         let config = engine.config();
         let schema = engine.schema();
         let query = parse_query(&body, &schema, config.facen_size, config.max_search_limit)?;
         let (hits, plan) = engine.search(&name, &query)?;
-        Ok((wire::hits_json(&hits, &schema), plan))
+        let mut body = wire::hits_json(&hits, &schema);
+        if let Some(last) = hits.last().filter(|_| hits.len() == query.limit) {
+            body["next_page"] = Json::from(Cursor::at(query.sort, last.face.id, last.score).encode());
+        }
+        Ok((body, plan))
     })
     .await?;
     let mut response = json_reply(body);
@@ -289,13 +302,67 @@ async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
     Ok(json_reply(crate::durable::snapshot_json(&info)))
 }
 
+/// `GET /v2/admin/cluster`: what a router needs of a shard: its cluster record, the facen size,
+/// the schema and the search limit, and how many faces it holds (an unclaimed shard with faces
+/// cannot join a cluster).
+async fn cluster_get(State(database): State<Arc<Database>>) -> Reply {
+    let record = blocking(move || {
+        let record = cluster::read_record(database.data_dir()).map_err(Error::internal)?;
+        Ok((record, database))
+    })
+    .await;
+    let (record, database) = record?;
+    Ok(json_reply(shard_info(&database, record.as_ref())))
+}
+
+fn shard_info(database: &Database, record: Option<&ClusterRecord>) -> Json {
+    let engine = database.engine();
+    json!({
+        "cluster": record,
+        "facen_size": engine.config().facen_size,
+        "max_search_limit": engine.config().max_search_limit,
+        "schema": engine.schema().to_yaml(),
+        "faces": engine.counted_faces(),
+    })
+}
+
+/// `POST /v2/admin/cluster` `{"id", "shard", "shards"}`: a router claims the shard. Claiming
+/// again with the same record is a no-op; another record is a 409.
+async fn cluster_claim(State(database): State<Arc<Database>>, JsonBody(body): JsonBody) -> Reply {
+    let record: ClusterRecord = serde_json::from_value(body.clone()).map_err(|e| {
+        Error::malformed(format!("a cluster claim is {{\"id\": text, \"shard\": n, \"shards\": n}}: {e}"))
+            .with_value(body)
+    })?;
+    record.check().map_err(|e| Error::bad_param("shard", e))?;
+    let database = blocking(move || {
+        let dir = database.data_dir();
+        match cluster::read_record(dir).map_err(Error::internal)? {
+            Some(held) if held == record => {}
+            Some(held) => {
+                return Err(Error::conflict(format!(
+                    "this shard is already shard {} of {} of cluster {}",
+                    held.shard, held.shards, held.id
+                ))
+                .with_value(serde_json::to_value(&held).unwrap_or_default()))
+            }
+            None => cluster::write_record(dir, &record).map_err(Error::internal)?,
+        }
+        Ok(database)
+    })
+    .await?;
+    let record = cluster::read_record(database.data_dir()).map_err(Error::internal)?;
+    Ok(json_reply(shard_info(&database, record.as_ref())))
+}
+
 /// The API's routes over a database and a detection front-end.
 pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Router {
     let state = AppState { engine: database.engine().clone(), database, front: front.clone() };
     let galleries = Router::new()
         .route("/v2/admin/status", get(admin_status).post(admin_status))
         .route("/v2/admin/snapshot", post(admin_snapshot))
+        .route("/v2/admin/cluster", get(cluster_get).post(cluster_claim))
         .route("/v2/galleries/add/{name}", post(gallery_add))
+        .route("/v2/galleries/{name}", post(gallery_add))
         .route("/v2/galleries/delete/{name}", post(gallery_delete))
         .route("/v2/galleries/get/{name}", post(gallery_get).get(gallery_get))
         .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
@@ -307,10 +374,15 @@ pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>)
         .route("/v2/{name}/search", post(faces_search))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
-    galleries.merge(detect::routes(front)).fallback(unknown_path).method_not_allowed_fallback(wrong_method)
+    finish(galleries.merge(detect::routes(front)))
+}
+
+/// The API's answers to unknown paths and wrong methods, on a router of routes.
+pub(crate) fn finish(routes: Router) -> Router {
+    routes.fallback(unknown_path).method_not_allowed_fallback(wrong_method)
 }
 
 /// The routes of `facedb extract`: detection alone, no galleries.
 pub fn extract_router(front: Arc<FrontEnd>) -> Router {
-    detect::routes(front).fallback(unknown_path).method_not_allowed_fallback(wrong_method)
+    finish(detect::routes(front))
 }

@@ -146,6 +146,11 @@ impl Database {
         &self.engine
     }
 
+    /// The directory the database lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }

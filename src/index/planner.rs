@@ -64,6 +64,10 @@ pub fn plan(query: &Query, situation: &Situation, share: impl FnOnce() -> f64) -
         return Plan::Exact("exact requested");
     }
     let Some(facen) = &query.facen else { return Plan::Exact("no facen") };
+    if query.after.is_some() {
+        // A graph walk finds the best results, not those after a position deep in the order.
+        return Plan::Exact("a page cursor");
+    }
     if query.sort != Sort::ScoreDescending {
         return Plan::Exact("id order");
     }
@@ -113,7 +117,7 @@ mod tests {
 
     fn query(limit: usize, sort: Sort, max_score: f32, conditions: Vec<Condition>) -> Query {
         let facen = FacenFilter { vector: vec![1.0, 0.0], inverse_norm: 1.0, min_score: -1.0, max_score };
-        Query { limit, sort, facen: Some(facen), conditions, exact: false }
+        Query { limit, sort, facen: Some(facen), conditions, exact: false, after: None }
     }
 
     fn range() -> Vec<Condition> {

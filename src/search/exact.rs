@@ -92,8 +92,10 @@ fn score_key(score: f32) -> u64 {
     u64::from(!ascending)
 }
 
+/// A result's place in `sort` order, smaller first: the sort key in the high half, the id in
+/// the low half (ties by id ascending). Routers merge the shards' results by it.
 #[inline]
-fn rank(sort: Sort, id: u64, score: f32) -> u128 {
+pub fn rank(sort: Sort, id: u64, score: f32) -> u128 {
     match sort {
         Sort::IdAscending => u128::from(id),
         Sort::IdDescending => u128::from(!id),
@@ -147,9 +149,10 @@ fn scan_chunk(top: &mut TopK, query: &Query, chunk_index: usize, chunk: &Chunk, 
         }
         None => Some(0.0),
     };
+    let after = query.after.map(|cursor| cursor.rank(query.sort));
     let mut keep = |row: usize, score: f32| {
         let rank = rank(query.sort, chunk.id(row), score);
-        if top.admits(rank) {
+        if top.admits(rank) && after.is_none_or(|after| rank > after) {
             top.push(Entry { rank, chunk: chunk_index as u32, row: row as u32, score: score.to_bits() });
         }
     };

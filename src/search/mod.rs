@@ -12,7 +12,7 @@ pub mod exact;
 pub mod filter;
 pub mod parse;
 
-pub use exact::{run, Hit};
+pub use exact::{rank, run, Hit};
 
 /// Result order. Ties are broken by id ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,71 @@ pub struct Query {
     pub conditions: Vec<Condition>,
     /// `"exact": true`: scan, never the graph (see `index::planner`).
     pub exact: bool,
+    /// `"page"`: only results after this position in the order (the previous page's last).
+    pub after: Option<Cursor>,
+}
+
+/// A position in a result order, given back to a client as `next_page` and read from `page`:
+/// the next page holds the results ranked after it. Shards and routers share the format, so a
+/// router passes its client's cursor to every shard and each shard skips the earlier pages
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cursor {
+    /// After this id, in id order (either direction).
+    Id(u64),
+    /// After (score, id) in score order: lower scores, or the same score and a larger id.
+    Score(f32, u64),
+}
+
+impl Cursor {
+    /// The position of a result of a search in `sort` order.
+    pub fn at(sort: Sort, id: u64, score: Option<f32>) -> Cursor {
+        match (sort, score) {
+            (Sort::ScoreDescending, Some(score)) => Cursor::Score(score, id),
+            _ => Cursor::Id(id),
+        }
+    }
+
+    /// The opaque text of `next_page` (URL-safe base64 of `id:ID` or `score:BITS:ID`).
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let text = match self {
+            Cursor::Id(id) => format!("id:{id}"),
+            Cursor::Score(score, id) => format!("score:{:08x}:{id}", score.to_bits()),
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let parts: Vec<&str> = text.split(':').collect();
+        match parts.as_slice() {
+            ["id", id] => Some(Cursor::Id(id.parse().ok()?)),
+            ["score", bits, id] => {
+                let score = f32::from_bits(u32::from_str_radix(bits, 16).ok()?);
+                score.is_finite().then_some(Cursor::Score(score, id.parse().ok()?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the cursor is a position in `sort` order.
+    pub fn fits(&self, sort: Sort) -> bool {
+        matches!(
+            (self, sort),
+            (Cursor::Score(..), Sort::ScoreDescending) | (Cursor::Id(_), Sort::IdAscending | Sort::IdDescending)
+        )
+    }
+
+    /// Its rank in `sort` order (see [`rank`]): results after it rank higher.
+    pub fn rank(&self, sort: Sort) -> u128 {
+        match *self {
+            Cursor::Id(id) => rank(sort, id, 0.0),
+            Cursor::Score(score, id) => rank(sort, id, score),
+        }
+    }
 }
 
 impl Query {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value as Json};
 use crate::error::{Error, Result};
 use crate::facen;
 use crate::schema::{FieldType, Schema};
-use crate::search::{Condition, FacenFilter, Op, Pattern, PatternKind, Query, Sort, Target, Values};
+use crate::search::{Condition, Cursor, FacenFilter, Op, Pattern, PatternKind, Query, Sort, Target, Values};
 
 /// The limit when a request gives none (as the original's client library).
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -22,7 +22,10 @@ pub fn parse_query(body: &Json, schema: &Schema, dim: usize, max_limit: usize) -
         Json::Object(map) => map,
         other => return Err(Error::malformed(format!("a search request is a JSON object, got {}", kind_of(other)))),
     };
-    reject_unknown_keys(body, &["limit", "sort", "filter", "exact"], "")?;
+    reject_unknown_keys(body, &["limit", "sort", "filter", "exact", "page", "ignore_errors"], "")?;
+    if let Some(value) = body.get("ignore_errors").filter(|v| !v.is_null() && !v.is_boolean()) {
+        return Err(Error::bad_param("ignore_errors", "ignore_errors must be true or false").with_value(value.clone()));
+    }
     let exact = match body.get("exact") {
         None | Some(Json::Null) => false,
         Some(Json::Bool(exact)) => *exact,
@@ -71,7 +74,32 @@ pub fn parse_query(body: &Json, schema: &Schema, dim: usize, max_limit: usize) -
         Some(other) => return Err(Error::bad_param("filter", "filter must be an object").with_value(other.clone())),
     }
     let sort = parse_sort(body.get("sort"), facen.is_some())?;
-    Ok(Query { limit, sort, facen, conditions, exact })
+    let after = parse_page(body.get("page"), sort)?;
+    Ok(Query { limit, sort, facen, conditions, exact, after })
+}
+
+/// `page`: the `next_page` of an earlier answer to the same search (its sort decides the kind).
+fn parse_page(value: Option<&Json>, sort: Sort) -> Result<Option<Cursor>> {
+    let text = match value {
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::String(text)) if text.is_empty() => return Ok(None),
+        Some(Json::String(text)) => text,
+        Some(other) => {
+            return Err(Error::bad_param("page", "page must be the next_page string of an earlier answer")
+                .with_value(other.clone()))
+        }
+    };
+    let cursor = Cursor::decode(text).ok_or_else(|| {
+        Error::bad_param("page", "page is not a next_page this API gave out").with_value(text.as_str())
+    })?;
+    if !cursor.fits(sort) {
+        return Err(Error::bad_param(
+            "page",
+            "page is a position in another order than this search's sort (give the same sort as the first page)",
+        )
+        .with_value(text.as_str()));
+    }
+    Ok(Some(cursor))
 }
 
 fn kind_of(value: &Json) -> &'static str {

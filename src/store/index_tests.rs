@@ -47,7 +47,7 @@ fn face(id: u64, vector: Vec<f32>) -> Face {
 fn query(vector: Vec<f32>, limit: usize, conditions: Vec<Condition>, exact: bool) -> Query {
     let norm = vector.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
     let facen = FacenFilter { vector, inverse_norm: 1.0 / norm, min_score: -1.0, max_score: 1.0 };
-    Query { limit, sort: Sort::ScoreDescending, facen: Some(facen), conditions, exact }
+    Query { limit, sort: Sort::ScoreDescending, facen: Some(facen), conditions, exact, after: None }
 }
 
 fn under_five() -> Vec<Condition> {

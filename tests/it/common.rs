@@ -511,7 +511,13 @@ impl Resp {
 /// The `results` array of a search/list/update response.
 pub fn results(r: &Resp) -> Vec<Value> {
     let v = r.json();
-    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "expected exactly {{\"results\": [...]}}, got {v}");
+    // A full page of a search also carries the cursor of the next one.
+    let keys: Option<Vec<&str>> = v.as_object().map(|o| o.keys().map(String::as_str).collect());
+    let expected = keys.as_deref() == Some(&["results"]) || keys.as_deref() == Some(&["next_page", "results"]);
+    assert!(expected, "expected exactly {{\"results\": [...]}} (and a next_page string), got {v}");
+    if let Some(cursor) = v.get("next_page") {
+        assert!(cursor.as_str().is_some_and(|c| !c.is_empty()), "next_page is not a cursor: {v}");
+    }
     v["results"].as_array().unwrap_or_else(|| panic!("no results array in {v}")).clone()
 }
 

@@ -46,6 +46,9 @@ impl Db {
 
     fn args(&self, schema: &Path, facen_size: usize, extra: &[&str]) -> Vec<String> {
         let mut args = serve_args(&self.dir, schema);
+        // One local shard: these tests read and damage the database's own files (wal/,
+        // snapshots/ at the top of the data dir) and its status.
+        args.extend(["--shards".to_string(), "1".to_string()]);
         args.extend(["--facen-size".to_string(), facen_size.to_string()]);
         args.extend(self.flags.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -11,16 +11,27 @@ fn indexed_server() -> Server {
     Server::start(&["--index-min-faces", "0", "--index-m", "16", "--index-ef-search", "2000"])
 }
 
-/// Waits until `gallery`'s graph holds `faces` faces and none wait in its tail.
+/// `gallery`'s index status on each shard of the server (`serve` spreads faces over local
+/// shards; the status of several shards is `{"shards": [{"shard", "status"}]}`).
+fn indexes(server: &Server, gallery: &str) -> Vec<Value> {
+    let status = server.get("/v2/admin/status").json();
+    match status["shards"].as_array() {
+        Some(shards) => shards.iter().map(|s| s["status"]["indexes"][gallery].clone()).collect(),
+        None => vec![status["indexes"][gallery].clone()],
+    }
+}
+
+/// Waits until `gallery`'s graphs hold `faces` faces together and none wait in a tail; answers
+/// the first shard's index status.
 fn wait_indexed(server: &Server, gallery: &str, faces: u64) -> Value {
     let started = std::time::Instant::now();
     loop {
-        let status = server.get("/v2/admin/status").json();
-        let index = &status["indexes"][gallery];
-        if index["live"] == json!(faces) && index["tail"] == json!(0) {
-            return index.clone();
+        let shards = indexes(server, gallery);
+        let live: u64 = shards.iter().map(|index| index["live"].as_u64().unwrap_or(0)).sum();
+        if live == faces && shards.iter().all(|index| index["tail"] == json!(0)) {
+            return shards[0].clone();
         }
-        assert!(started.elapsed().as_secs() < 60, "not indexed after 60 s: {index}");
+        assert!(started.elapsed().as_secs() < 60, "not indexed after 60 s: {shards:?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -131,7 +142,8 @@ fn bad_index_parameters_create_no_gallery() {
     for body in [json!({}), json!({"m": null, "ef_search": null})] {
         let gallery = format!("emptyindex_{}", next_unique());
         assert_eq!(server.post_json(&format!("/v2/galleries/add/{gallery}"), &body).status, 200);
-        let index = &server.get("/v2/admin/status").json()["indexes"][&gallery];
-        assert_eq!((&index["m"], index.get("overrides")), (&json!(32), None), "{body}: {index}");
+        for index in indexes(server, &gallery) {
+            assert_eq!((&index["m"], index.get("overrides")), (&json!(32), None), "{body}: {index}");
+        }
     }
 }

@@ -1,0 +1,199 @@
+//! Where a face lives in a cluster of shards, and what a shard knows of its cluster.
+//!
+//! **Placement.** A face of id `id` lives on shard [`shard_of`]`(id, shards)`: the id is mixed
+//! (splitmix64's finaliser, so that consecutive ids spread evenly), then placed with jump
+//! consistent hashing (Lamping and Veach, 2014). The function depends on nothing but the id and
+//! the shard count, so every router computes the same answer, on any host, forever: changing
+//! it would strand every stored face. Jump hashing also moves the fewest faces when a shard is
+//! added (1/(n+1) of them), which a later resharding tool can rely on.
+//!
+//! **Cluster record.** A shard that a router claims records its place in the cluster in
+//! `DATA_DIR/cluster.json`: `{"id": "<cluster id>", "shard": i, "shards": n}`. A router refuses
+//! to start when its shard list disagrees with the records (another order, another count, or
+//! shards of two clusters), because its placement would then look for faces on the wrong
+//! shards. `facedb serve` records its local layout the same way in `DATA_DIR/layout.json`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The shard (0-based) that holds the face `id` in a cluster of `shards` shards.
+pub fn shard_of(id: u64, shards: usize) -> usize {
+    assert!(shards > 0, "a cluster has at least one shard");
+    // splitmix64's finaliser: consecutive ids get unrelated keys.
+    let mut key = id;
+    key = (key ^ (key >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    key = (key ^ (key >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    key ^= key >> 31;
+    // Jump consistent hash: follow the key's jumps until one lands past the last bucket.
+    let (mut bucket, mut next) = (0i64, 0i64);
+    while next < shards as i64 {
+        bucket = next;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        next = ((bucket + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    bucket as usize
+}
+
+/// A shard's place in its cluster, as recorded in its data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRecord {
+    /// The cluster's id, shared by all its shards.
+    pub id: String,
+    /// This shard's position in the router's list (0-based).
+    pub shard: usize,
+    /// How many shards the cluster has.
+    pub shards: usize,
+}
+
+impl ClusterRecord {
+    /// Checks the fields make sense: a position inside the count, a non-empty id.
+    pub fn check(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("id: the cluster id is empty".into());
+        }
+        if self.shards == 0 || self.shard >= self.shards {
+            return Err(format!("shard: {} is not a position in a cluster of {} shards", self.shard, self.shards));
+        }
+        Ok(())
+    }
+}
+
+/// The file of a shard's cluster record.
+pub fn record_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster.json")
+}
+
+/// Reads the record of a data dir; `None` when the shard was never claimed.
+pub fn read_record(data_dir: &Path) -> Result<Option<ClusterRecord>, String> {
+    read_json(&record_path(data_dir))
+}
+
+/// Writes a record atomically (temporary file, fsync, rename, fsync of the directory).
+pub fn write_record(data_dir: &Path, record: &ClusterRecord) -> Result<(), String> {
+    write_json(&record_path(data_dir), record)
+}
+
+/// How `facedb serve` lays out its local shards: `DATA_DIR/layout.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layout {
+    /// Local shards; with one the data dir itself is the shard (as before layouts existed),
+    /// with more, shard `k` lives in `DATA_DIR/shard-k`.
+    pub shards: usize,
+}
+
+impl Layout {
+    /// The seed's rule for the number of shards of a host: one per 2000 MB of memory, at most
+    /// one per core, at least one.
+    pub fn for_host(memory_mb: u64, cores: usize) -> Layout {
+        Layout { shards: ((memory_mb / 2000) as usize).min(cores).max(1) }
+    }
+
+    /// The data directory of local shard `k`.
+    pub fn shard_dir(&self, data_dir: &Path, k: usize) -> PathBuf {
+        if self.shards == 1 {
+            data_dir.to_owned()
+        } else {
+            data_dir.join(format!("shard-{k}"))
+        }
+    }
+}
+
+/// The layout a data dir was created with: `None` for a new directory, `Some(1 shard)` for one
+/// made before layouts were recorded (it has a log at its top).
+pub fn read_layout(data_dir: &Path) -> Result<Option<Layout>, String> {
+    let recorded: Option<Layout> = read_json(&data_dir.join("layout.json"))?;
+    if recorded.is_some() {
+        return Ok(recorded);
+    }
+    let legacy = ["wal", "snapshots"].iter().any(|d| data_dir.join(d).is_dir());
+    Ok(legacy.then_some(Layout { shards: 1 }))
+}
+
+pub fn write_layout(data_dir: &Path, layout: &Layout) -> Result<(), String> {
+    if layout.shards == 0 {
+        return Err("shards: a layout has at least one shard".into());
+    }
+    write_json(&data_dir.join("layout.json"), layout)
+}
+
+/// Total memory of this host in MB (from /proc/meminfo), if it can be read.
+pub fn host_memory_mb() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: not a valid record: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let dir = path.parent().ok_or_else(|| format!("{} has no directory", path.display()))?;
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let text = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    let temporary = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(&text)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_stable() {
+        // These values are the contract: stored faces are found by them. Never change them.
+        let placed: Vec<usize> = (0..12).map(|id| shard_of(id, 3)).collect();
+        assert_eq!(placed, PLACED_0_TO_11_OF_3);
+        assert!((0..1000).all(|id| shard_of(id, 1) == 0));
+    }
+
+    const PLACED_0_TO_11_OF_3: [usize; 12] = [0, 0, 2, 0, 1, 0, 2, 2, 0, 1, 2, 0];
+
+    #[test]
+    fn placement_spreads_evenly_and_moves_little() {
+        let ids = 0..300_000u64;
+        let mut counts = [0usize; 3];
+        ids.clone().for_each(|id| counts[shard_of(id, 3)] += 1);
+        assert!(counts.iter().all(|&c| (95_000..105_000).contains(&c)), "{counts:?}");
+        // Going from 3 to 4 shards moves only faces to the new shard, about a quarter.
+        let moved: Vec<u64> = ids.filter(|&id| shard_of(id, 3) != shard_of(id, 4)).collect();
+        assert!(moved.iter().all(|&id| shard_of(id, 4) == 3));
+        assert!((70_000..80_000).contains(&moved.len()), "{}", moved.len());
+    }
+
+    #[test]
+    fn layout_rule_and_records() {
+        assert_eq!(Layout::for_host(24_000, 2).shards, 2);
+        assert_eq!(Layout::for_host(1_000, 8).shards, 1);
+        assert_eq!(Layout::for_host(9_000, 16).shards, 4);
+        let dir = crate::test_dir::TestDir::new("cluster");
+        assert_eq!(read_layout(&dir.0).unwrap(), None);
+        write_layout(&dir.0, &Layout { shards: 3 }).unwrap();
+        assert_eq!(read_layout(&dir.0).unwrap(), Some(Layout { shards: 3 }));
+        assert_eq!(read_record(&dir.0).unwrap(), None);
+        let record = ClusterRecord { id: "c1".into(), shard: 2, shards: 3 };
+        write_record(&dir.0, &record).unwrap();
+        assert_eq!(read_record(&dir.0).unwrap(), Some(record));
+        assert!(ClusterRecord { id: "c".into(), shard: 3, shards: 3 }.check().is_err());
+    }
+}
