@@ -775,3 +775,69 @@ pub fn routes(cluster: Arc<Cluster>, max_body_bytes: usize, front: Arc<FrontEnd>
         .with_state(state);
     api::finish(galleries.merge(detect::routes(front)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Sort;
+
+    fn query(sort: Sort, limit: usize) -> Query {
+        let facen = (sort == Sort::ScoreDescending).then(|| crate::search::FacenFilter {
+            vector: vec![1.0],
+            inverse_norm: 1.0,
+            min_score: -1.0,
+            max_score: 1.0,
+        });
+        Query { limit, sort, facen, conditions: Vec::new(), exact: true, after: None }
+    }
+
+    fn ids(reply: &Json) -> Vec<u64> {
+        reply["results"].as_array().unwrap().iter().map(|f| f["id"].as_u64().unwrap()).collect()
+    }
+
+    #[test]
+    fn merged_results_follow_the_sort_with_ties_by_id() {
+        // Three shards' answers, each in its own order; 0.1f32 and 0.3f32 tie across shards.
+        let found = vec![
+            json!({"id": 9, "score": 0.3f32}),
+            json!({"id": 4, "score": 0.1f32}),
+            json!({"id": 2, "score": 0.3f32}),
+            json!({"id": 7, "score": 0.9f32}),
+            json!({"id": 1, "score": 0.1f32}),
+        ];
+        let reply = merge(found.clone(), &query(Sort::ScoreDescending, 4));
+        assert_eq!(ids(&reply), vec![7, 2, 9, 1]);
+        let cursor = Cursor::decode(reply["next_page"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor, Cursor::Score(0.1, 1));
+        let reply = merge(found.clone(), &query(Sort::ScoreDescending, 5));
+        assert_eq!(ids(&reply), vec![7, 2, 9, 1, 4]);
+        let reply = merge(found.clone(), &query(Sort::ScoreDescending, 6));
+        assert!(reply.get("next_page").is_none(), "a page that is not full has no next page");
+        assert_eq!(ids(&merge(found.clone(), &query(Sort::IdDescending, 3))), vec![9, 7, 4]);
+        assert_eq!(ids(&merge(found, &query(Sort::IdAscending, 10))), vec![1, 2, 4, 7, 9]);
+    }
+
+    #[test]
+    fn scores_read_back_as_the_shards_f32() {
+        for score in [0.1f32, 0.907, -0.2617436, 1.0, 0.99999994] {
+            let face = crate::api::wire::face_json(
+                &crate::store::Face { id: 1, vector: vec![0.0], meta: Vec::new() },
+                Some(score),
+                &Schema::from_yaml("[]", "test").unwrap(),
+            );
+            let text = serde_json::to_string(&face).unwrap();
+            assert_eq!(score_of(&serde_json::from_str(&text).unwrap()), Some(score), "{text}");
+        }
+    }
+
+    #[test]
+    fn ignore_errors_from_the_query_or_the_body() {
+        assert!(ignore_errors(Some("ignore_errors=true"), &Json::Null).unwrap());
+        assert!(ignore_errors(Some("a=1&ignore_errors"), &Json::Null).unwrap());
+        assert!(!ignore_errors(Some("ignore_errors=off"), &json!({"ignore_errors": true})).unwrap());
+        assert!(ignore_errors(None, &json!({"ignore_errors": true})).unwrap());
+        assert!(!ignore_errors(None, &json!({})).unwrap());
+        let e = ignore_errors(Some("ignore_errors=maybe"), &Json::Null).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("ignore_errors"));
+    }
+}

@@ -354,6 +354,31 @@ mod tests {
     }
 
     #[test]
+    fn pages_are_positions_in_the_searchs_order() {
+        let by_score = Cursor::Score(0.5, 7);
+        let text = by_score.encode();
+        assert_eq!(Cursor::decode(&text), Some(by_score));
+        let q = parse(json!({"filter": {"facen": {"data": crate::facen::encode(&[1.0, 0.0])}}, "page": text})).unwrap();
+        assert_eq!(q.after, Some(by_score));
+        // After (0.5, 7) in score order: lower scores, or 0.5 and a larger id.
+        let after = by_score.rank(Sort::ScoreDescending);
+        assert!(crate::search::rank(Sort::ScoreDescending, 8, 0.5) > after);
+        assert!(crate::search::rank(Sort::ScoreDescending, 6, 0.5) < after);
+        assert!(crate::search::rank(Sort::ScoreDescending, 1, 0.25) > after);
+        let q = parse(json!({"sort": "-id", "page": Cursor::Id(9).encode()})).unwrap();
+        assert_eq!(q.after, Some(Cursor::Id(9)));
+        assert!(crate::search::rank(Sort::IdDescending, 8, 0.0) > Cursor::Id(9).rank(Sort::IdDescending));
+        // A score position on an id-ordered search, garbage, a number: 400 naming page.
+        for page in [json!(text), json!("bm9wZQ"), json!("!!"), json!(5)] {
+            let e = parse(json!({"sort": "id", "page": page})).unwrap_err();
+            assert_eq!((e.code, e.param.as_deref()), (400, Some("page")), "{page}");
+        }
+        assert_eq!(parse(json!({"page": ""})).unwrap().after, None);
+        assert!(parse(json!({"ignore_errors": true})).is_ok());
+        assert_eq!(parse(json!({"ignore_errors": "yes"})).unwrap_err().param.as_deref(), Some("ignore_errors"));
+    }
+
+    #[test]
     fn errors_name_param_and_value() {
         let e = parse(json!({"filter": {"meta": {"cam": {"range": [1, 2]}}}})).unwrap_err();
         assert_eq!((e.param.as_deref(), e.value), (Some("filter.meta.cam.range"), Some(json!([1, 2]))));
