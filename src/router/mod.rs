@@ -58,8 +58,6 @@ pub struct Cluster {
     shape: OnceLock<Shape>,
     /// The cluster id that remote shards record (learned from them, or made up for new ones).
     id: parking_lot::Mutex<Option<String>>,
-    /// One verification at a time, so that two requests do not claim a shard twice.
-    verifying: tokio::sync::Mutex<()>,
 }
 
 impl Cluster {
@@ -72,12 +70,7 @@ impl Cluster {
 
     /// Shards to be verified on first contact ([`Cluster::start`] verifies those that answer).
     pub fn remote(shards: Vec<Shard>) -> Cluster {
-        Cluster {
-            shards,
-            shape: OnceLock::new(),
-            id: parking_lot::Mutex::new(None),
-            verifying: tokio::sync::Mutex::new(()),
-        }
+        Cluster { shards, shape: OnceLock::new(), id: parking_lot::Mutex::new(None) }
     }
 
     pub fn shards(&self) -> &[Shard] {
@@ -182,7 +175,7 @@ impl Cluster {
         if shard.is_verified() {
             return Ok(());
         }
-        let _one = self.verifying.lock().await;
+        let _one = shard.verifying.lock().await;
         if shard.is_verified() {
             return Ok(());
         }
@@ -214,12 +207,18 @@ impl Cluster {
         Fut: std::future::Future<Output = Outcome<T>> + 'a,
     {
         let calls = targets.iter().map(|&k| {
-            let work = call(k, &self.shards[k]);
+            let shard = &self.shards[k];
+            let work = call(k, shard);
             async move {
-                let outcome = match self.ready(k).await {
-                    Ok(()) => work.await,
-                    Err(failure) => Err(failure),
+                // Verifying (after a failure) and the call share the shard's timeout: a request
+                // never waits longer than that for one shard.
+                let both = async {
+                    self.ready(k).await?;
+                    work.await
                 };
+                let outcome = tokio::time::timeout(shard.timeout(), both).await.unwrap_or_else(|_| {
+                    Err(Failure::Unavailable(format!("no answer within {:?}", shard.timeout())))
+                });
                 (k, outcome)
             }
         });
@@ -622,7 +621,9 @@ fn ignore_errors(raw_query: Option<&str>, body: &Json) -> Result<bool, Error> {
 /// The facen of a stored face, from the shard that holds it.
 async fn stored_facen(cluster: &Cluster, gallery: &str, id: u64) -> Result<Vec<f32>, Error> {
     let k = shard_of(id, cluster.shards.len());
-    let found = existing(cluster, k, gallery, &[id]).await.map_err(|f| cluster.error(k, f))?;
+    let ids = [id];
+    let outcomes = cluster.each(&[k], |k, _| existing(cluster, k, gallery, &ids)).await;
+    let found = first_failure(cluster, outcomes)?.pop().map(|(_, faces)| faces).unwrap_or_default();
     let face = found.first().ok_or_else(|| Error::face_not_found(id))?;
     let shape = cluster.shape().await?;
     let text = face["facen"].as_str().unwrap_or_default();

@@ -66,6 +66,8 @@ pub struct Shard {
     timeout: Duration,
     /// Whether the shard was checked since it last failed to answer (local ones always are).
     verified: AtomicBool,
+    /// One verification of this shard at a time (two requests must not claim it twice).
+    pub verifying: tokio::sync::Mutex<()>,
 }
 
 /// A search's answer from one shard: its results (JSON faces with `id` and `score`) and its
@@ -83,6 +85,7 @@ impl Shard {
             permits: Semaphore::new(Semaphore::MAX_PERMITS),
             timeout: Duration::from_secs(3600),
             verified: AtomicBool::new(true),
+            verifying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -93,7 +96,13 @@ impl Shard {
             permits: Semaphore::new(max_inflight.max(1)),
             timeout,
             verified: AtomicBool::new(false),
+            verifying: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// How long a call may take, waiting for a permit included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn is_verified(&self) -> bool {
