@@ -110,6 +110,13 @@ pub fn read_layout(data_dir: &Path) -> Result<Option<Layout>, String> {
     if recorded.is_some() {
         return Ok(recorded);
     }
+    if data_dir.join("shard-0").is_dir() {
+        return Err(format!(
+            "{}: has local shard directories (shard-0, ...) but no layout.json saying how many; restore \
+             layout.json ({{\"shards\": N}} with N the number of shard-K directories)",
+            data_dir.display()
+        ));
+    }
     let legacy = ["wal", "snapshots"].iter().any(|d| data_dir.join(d).is_dir());
     Ok(legacy.then_some(Layout { shards: 1 }))
 }

@@ -253,7 +253,9 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     let path = uri.path();
     let allow = if path.starts_with("/stat/") || path.starts_with("/uploads/") {
         "GET"
-    } else if path.starts_with("/v2/galleries/get/") || path == "/v2/galleries/list" || path == "/v2/admin/status" {
+    } else if path.starts_with("/v2/galleries/get/")
+        || ["/v2/galleries/list", "/v2/admin/status", "/v2/admin/cluster"].contains(&path)
+    {
         "GET, POST"
     } else {
         "POST"

@@ -97,12 +97,17 @@ impl Cluster {
             ));
         }
         *self.id.lock() = ids.into_keys().next();
-        for (k, (shard, info)) in self.shards.iter().zip(infos).enumerate() {
+        // Shards with a record first: a list that disagrees with them is refused before any new
+        // shard is claimed with the wrong count.
+        let (claimed, new): (Vec<_>, Vec<_>) =
+            infos.into_iter().enumerate().partition(|(_, info)| info.as_ref().is_ok_and(|i| !i["cluster"].is_null()));
+        for (k, info) in claimed.into_iter().chain(new) {
             match info {
                 Ok(info) => self.admit(k, &info).await.map_err(|e| format!("storage-api.shards[{k}]: {e}"))?,
                 Err(failure) => {
-                    let error = failure.into_error(&shard.name);
-                    tracing::warn!(shard = %shard.name, "not reachable at start, checked when it answers: {}", error.message);
+                    let name = &self.shards[k].name;
+                    let error = failure.into_error(name);
+                    tracing::warn!(shard = %name, "not reachable at start, checked when it answers: {}", error.message);
                 }
             }
         }
@@ -149,6 +154,13 @@ impl Cluster {
                     ));
                 }
             }
+            None if shard.recorded.load(std::sync::atomic::Ordering::Acquire) => {
+                return Err(format!(
+                    "shard {} came back without its cluster record (started on another data dir?); the faces \
+                     placed on it would be missing; start it on its own data dir",
+                    shard.name
+                ));
+            }
             None => {
                 let faces = info["faces"].as_u64().unwrap_or(0);
                 if faces > 0 && n > 1 {
@@ -164,6 +176,7 @@ impl Cluster {
                 tracing::info!(shard = %shard.name, "claimed as shard {k} of {n} of cluster {id}");
             }
         }
+        shard.recorded.store(true, std::sync::atomic::Ordering::Release);
         shard.set_verified(true);
         Ok(())
     }
@@ -217,6 +230,7 @@ impl Cluster {
                     work.await
                 };
                 let outcome = tokio::time::timeout(shard.timeout(), both).await.unwrap_or_else(|_| {
+                    shard.unreachable();
                     Err(Failure::Unavailable(format!("no answer within {:?}", shard.timeout())))
                 });
                 (k, outcome)
@@ -615,7 +629,13 @@ fn ignore_errors(raw_query: Option<&str>, body: &Json) -> Result<bool, Error> {
             _ => Err(Error::bad_param("ignore_errors", "ignore_errors must be true or false").with_value(value)),
         };
     }
-    Ok(body.get("ignore_errors").and_then(Json::as_bool).unwrap_or(false))
+    match body.get("ignore_errors") {
+        None | Some(Json::Null) => Ok(false),
+        Some(Json::Bool(on)) => Ok(*on),
+        Some(other) => {
+            Err(Error::bad_param("ignore_errors", "ignore_errors must be true or false").with_value(other.clone()))
+        }
+    }
 }
 
 /// The facen of a stored face, from the shard that holds it.
@@ -664,7 +684,9 @@ async fn faces_search(
         match outcome {
             Ok(Found { results, stat }) => {
                 found.extend(results);
-                stats.push(stat);
+                if !stat.is_empty() {
+                    stats.push(stat);
+                }
             }
             Err(failure @ Failure::Unavailable(_)) if ignore => failed.push((k, failure)),
             Err(failure) => return Err(cluster.error(k, failure)),
@@ -679,6 +701,7 @@ async fn faces_search(
         reply["failed_shards"] = Json::Array(names);
     }
     let mut response = axum::Json(reply).into_response();
+    stats.sort_unstable();
     stats.dedup();
     let stat = match stats.as_slice() {
         [one] => one.clone(),

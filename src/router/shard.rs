@@ -68,6 +68,9 @@ pub struct Shard {
     verified: AtomicBool,
     /// One verification of this shard at a time (two requests must not claim it twice).
     pub verifying: tokio::sync::Mutex<()>,
+    /// Whether the shard was seen with its cluster record: if it comes back without one, it
+    /// came back on another data dir, which must not be claimed in its place.
+    pub recorded: AtomicBool,
 }
 
 /// A search's answer from one shard: its results (JSON faces with `id` and `score`) and its
@@ -86,6 +89,7 @@ impl Shard {
             timeout: Duration::from_secs(3600),
             verified: AtomicBool::new(true),
             verifying: tokio::sync::Mutex::new(()),
+            recorded: AtomicBool::new(false),
         }
     }
 
@@ -97,6 +101,7 @@ impl Shard {
             timeout,
             verified: AtomicBool::new(false),
             verifying: tokio::sync::Mutex::new(()),
+            recorded: AtomicBool::new(false),
         }
     }
 
@@ -124,10 +129,18 @@ impl Shard {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Unavailable(format!("no answer within {:?}", self.timeout))),
         };
-        if matches!(outcome, Err(Failure::Unavailable(_))) && matches!(self.backend, Backend::Remote { .. }) {
-            self.set_verified(false);
+        if matches!(outcome, Err(Failure::Unavailable(_))) {
+            self.unreachable();
         }
         outcome
+    }
+
+    /// After a failure to reach it, a remote shard is verified again before its next use (it
+    /// may come back as another process, on another data dir).
+    pub fn unreachable(&self) {
+        if matches!(self.backend, Backend::Remote { .. }) {
+            self.set_verified(false);
+        }
     }
 
     /// A request to a remote shard: `path` is relative to its base URL (`galleries/add/g`).
