@@ -8,7 +8,9 @@
 //!
 //! Each client thread opens a [`Session`]: its own HTTP connection, or a reference to the
 //! engine. Over HTTP the backend either starts `facedb serve` itself (on a temporary data dir
-//! and a free port; killed when the backend is dropped) or talks to `--target URL`.
+//! and a free port; killed when the backend is dropped), or with `--shards N` a local cluster
+//! of N `facedb shard` processes behind a `facedb router` (`cluster.rs`; the workloads talk to
+//! the router), or talks to `--target URL`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,6 +25,7 @@ use facedb::store::{Engine, EngineConfig, Face};
 use serde_json::json;
 
 use crate::client::{Client, SearchAnswer};
+use crate::cluster::Cluster;
 use crate::dataset::{Dataset, FaceMeta, K_TRUTH, SCHEMA_YAML};
 use crate::server::{ProcMemory, Server};
 use crate::truth::FILTERS;
@@ -114,11 +117,27 @@ pub fn engine_face(schema: &Schema, id: u64, vector: &[f32], meta: &FaceMeta) ->
     Ok(Face { id, vector: vector.to_vec(), meta: values })
 }
 
+/// The processes the harness started for the HTTP backend.
+pub enum Started {
+    /// `facedb serve`.
+    Serve(Server),
+    /// `--shards N`: the shards and the router.
+    Cluster(Cluster),
+}
+
+/// One database process's part of the bench gallery: its faces and its index figures (the
+/// gallery's `indexes` entry of its status).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexPart {
+    pub faces: u64,
+    pub status: serde_json::Value,
+}
+
 /// The server side of the HTTP backend.
 pub struct HttpTarget {
     base_url: String,
     /// Present when the harness started the server.
-    server: Option<Server>,
+    server: Option<Started>,
     searches: HashMap<QuerySet, Vec<String>>,
     batches: Vec<String>,
     mixed_adds: Vec<String>,
@@ -147,14 +166,27 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Over HTTP: the server at `target`, or a `facedb serve` started from `bin`.
-    pub fn http(target: Option<&str>, bin: Option<&Path>, dim: usize, gallery: &str) -> Result<Backend> {
+    /// Over HTTP: the server at `target`, or a `facedb serve` started from `bin`, or with
+    /// `shards` a router in front of that many shards started from `bin`.
+    pub fn http(
+        target: Option<&str>,
+        bin: Option<&Path>,
+        shards: Option<usize>,
+        dim: usize,
+        gallery: &str,
+    ) -> Result<Backend> {
         let (base_url, server) = match (target, bin) {
             (Some(url), _) => (url.trim_end_matches('/').to_owned(), None),
-            (None, Some(bin)) => {
-                let server = Server::start(bin, dim, SCHEMA_YAML)?;
-                (server.base_url().to_owned(), Some(server))
-            }
+            (None, Some(bin)) => match shards {
+                None => {
+                    let server = Server::start(bin, dim, SCHEMA_YAML)?;
+                    (server.base_url().to_owned(), Some(Started::Serve(server)))
+                }
+                Some(n) => {
+                    let cluster = Cluster::start(bin, n, dim, SCHEMA_YAML)?;
+                    (cluster.base_url().to_owned(), Some(Started::Cluster(cluster)))
+                }
+            },
             (None, None) => bail!("no server to talk to: give --target URL or build the facedb binary"),
         };
         let target =
@@ -190,18 +222,26 @@ impl Backend {
         Ok(())
     }
 
-    /// The server's memory, when the harness started it.
-    pub fn server_memory(&self) -> Option<ProcMemory> {
+    /// The memory of the processes the harness started, named: `server` (`facedb serve`), or
+    /// `shard 0`, ..., `router`. `None` when it started none, or one cannot be read.
+    pub fn server_memory(&self) -> Option<Vec<(String, ProcMemory)>> {
         match &self.kind {
-            BackendKind::Http(http) => http.server.as_ref().and_then(Server::memory),
+            BackendKind::Http(http) => match http.server.as_ref()? {
+                Started::Serve(server) => Some(vec![("server".to_owned(), server.memory()?)]),
+                Started::Cluster(cluster) => cluster.memory(),
+            },
             BackendKind::InProcess(_) => None,
         }
     }
 
-    /// The server's log so far, when the harness started it (for error reports).
-    pub fn server_log(&self) -> Option<String> {
+    /// The last `lines` lines of the log of the processes the harness started (for error
+    /// reports): the server's, or each cluster process's under its name.
+    pub fn server_log_tail(&self, lines: usize) -> Option<String> {
         match &self.kind {
-            BackendKind::Http(http) => http.server.as_ref().map(Server::stderr_log),
+            BackendKind::Http(http) => match http.server.as_ref()? {
+                Started::Serve(server) => Some(server.stderr_tail(lines)),
+                Started::Cluster(cluster) => Some(cluster.log_tail(lines)),
+            },
             BackendKind::InProcess(_) => None,
         }
     }
@@ -222,11 +262,34 @@ impl Backend {
         }
     }
 
-    /// The bench gallery's index figures (`indexes.<gallery>` of the server's status).
-    pub fn index_status(&self) -> Result<serde_json::Value> {
+    /// The bench gallery's index figures, per database process: one part (`indexes.<gallery>`
+    /// of the server's status), or one per shard of a cluster, each read from the shard
+    /// itself (a graph is a shard's own).
+    pub fn index_parts(&self) -> Result<Vec<IndexPart>> {
+        let part = |url: &str| -> Result<IndexPart> {
+            let client = Client::new(url);
+            let faces = client.gallery_size(&self.gallery)?;
+            let status = client.status()?;
+            let entry = &status["indexes"][&self.gallery];
+            if !entry.is_object() {
+                let keys: Vec<&String> = status.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                bail!(
+                    "the status of {url} has no index figures for the gallery (indexes.{}), so the harness cannot \
+                     wait for its graph; the status's keys: {keys:?}",
+                    self.gallery
+                );
+            }
+            Ok(IndexPart { faces, status: entry.clone() })
+        };
         match &self.kind {
-            BackendKind::Http(http) => Ok(Client::new(&http.base_url).status()?["indexes"][&self.gallery].clone()),
-            BackendKind::InProcess(local) => Ok(json!(local.engine.index_status(&self.gallery)?)),
+            BackendKind::Http(HttpTarget { server: Some(Started::Cluster(cluster)), .. }) => {
+                cluster.shard_base_urls().into_iter().map(part).collect()
+            }
+            BackendKind::Http(http) => Ok(vec![part(&http.base_url)?]),
+            BackendKind::InProcess(local) => Ok(vec![IndexPart {
+                faces: local.engine.gallery_size(&self.gallery)? as u64,
+                status: json!(local.engine.index_status(&self.gallery)?),
+            }]),
         }
     }
 

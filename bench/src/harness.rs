@@ -7,6 +7,11 @@
 //! A mode that fails (a server that does not start, a lost connection) is reported and the
 //! run goes on. At the end the checks decide the exit status, and `--out DIR` receives
 //! `results.json`, `results.md` and the plots.
+//!
+//! The HTTP mode talks to `facedb serve`, or with `--shards N` to a `facedb router` in front of
+//! N `facedb shard` processes (`cluster.rs`): the same workloads and checks; the memory is then
+//! the sum of the processes, each also reported, and the wait for the graph waits for every
+//! shard's graph.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use facedb::index::IndexOverrides;
 
-use crate::backend::{Backend, QuerySet, SearchParams};
+use crate::backend::{Backend, IndexPart, QuerySet, SearchParams};
 use crate::dataset::{self, Dataset, DatasetSpec, Kind, K_TRUTH};
 use crate::machine::{self, Machine};
 use crate::metrics::ms;
@@ -23,7 +28,8 @@ use crate::peers;
 use crate::plot;
 use crate::progress::Progress;
 use crate::report::{
-    self, Check, DatasetReport, IndexWait, MemoryRecord, Mode, PeersReport, Results, RunRecord, SettingsRecord,
+    self, Check, DatasetReport, IndexWait, MemoryRecord, Mode, PeersReport, ProcessMemory, Results, RunRecord,
+    SettingsRecord,
 };
 use crate::server::{self, ProcMemory};
 use crate::truth::{self, Truth, TruthSets, FILTERS};
@@ -115,6 +121,9 @@ pub struct Settings {
     pub ingest_batch: usize,
     pub warmup: usize,
     pub target: Option<String>,
+    /// `--shards N`: the HTTP mode starts N `facedb shard` processes and a `facedb router`
+    /// instead of `facedb serve`.
+    pub shards: Option<usize>,
     pub facedb_bin: Option<PathBuf>,
     pub peers: PeersChoice,
     pub peers_threads: usize,
@@ -158,6 +167,7 @@ pub fn run(settings: &Settings, command: String) -> Result<Results> {
             workloads: settings.workloads.clone(),
             warmup: settings.warmup,
             target: settings.target.clone(),
+            shards: settings.shards,
             peers: format!("{:?}", settings.peers).to_lowercase(),
             peers_threads: settings.peers_threads,
             engine_threads: rayon::current_num_threads(),
@@ -326,7 +336,7 @@ fn run_mode(cx: &DatasetContext<'_>, mode: Mode, bin: Option<&Path>, report: &mu
     let gallery = format!("bench-{}", dataset.manifest.name);
     let before = ProcMemory::of_self();
     let mut backend = match mode {
-        Mode::Http => Backend::http(settings.target.as_deref(), bin, dataset.dim(), &gallery)?,
+        Mode::Http => Backend::http(settings.target.as_deref(), bin, settings.shards, dataset.dim(), &gallery)?,
         Mode::InProcess => Backend::in_process(dataset.dim(), &gallery)?,
     };
     let result = mode_workloads(cx, mode, &mut backend, before, report);
@@ -336,26 +346,34 @@ fn run_mode(cx: &DatasetContext<'_>, mode: Mode, bin: Option<&Path>, report: &mu
             eprintln!("could not delete gallery {gallery} from the target: {e:#}");
         }
     }
-    result.map_err(|e| match backend.server_log() {
-        Some(log) => {
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            e.context(format!("the server's last log lines:\n{}", tail.join("\n")))
-        }
+    result.map_err(|e| match backend.server_log_tail(20) {
+        Some(tail) => e.context(format!("the server's last log lines:\n{tail}")),
         None => e,
     })
 }
 
 fn memory_record(mode: Mode, backend: &Backend, point: &str, before: Option<ProcMemory>) -> Option<MemoryRecord> {
     match mode {
-        Mode::Http => backend.server_memory().map(|m| MemoryRecord {
-            mode,
-            process: "server".into(),
-            point: point.into(),
-            vm_rss_bytes: m.vm_rss_bytes,
-            vm_hwm_bytes: m.vm_hwm_bytes,
-            growth_bytes: None,
-        }),
+        Mode::Http => {
+            let processes = backend.server_memory()?;
+            // `facedb serve` alone, or the processes of a cluster summed, each one listed.
+            let (process, listed) = match processes.as_slice() {
+                [(name, _)] => (name.clone(), Vec::new()),
+                _ => ("cluster".to_owned(), processes.clone()),
+            };
+            Some(MemoryRecord {
+                mode,
+                process,
+                point: point.into(),
+                vm_rss_bytes: processes.iter().map(|(_, m)| m.vm_rss_bytes).sum(),
+                vm_hwm_bytes: processes.iter().map(|(_, m)| m.vm_hwm_bytes).sum(),
+                growth_bytes: None,
+                processes: listed
+                    .into_iter()
+                    .map(|(name, m)| ProcessMemory { name, vm_rss_bytes: m.vm_rss_bytes, vm_hwm_bytes: m.vm_hwm_bytes })
+                    .collect(),
+            })
+        }
         Mode::InProcess => ProcMemory::of_self().map(|m| MemoryRecord {
             mode,
             process: "harness".into(),
@@ -363,6 +381,7 @@ fn memory_record(mode: Mode, backend: &Backend, point: &str, before: Option<Proc
             vm_rss_bytes: m.vm_rss_bytes,
             vm_hwm_bytes: m.vm_hwm_bytes,
             growth_bytes: before.map(|b| m.vm_rss_bytes as i64 - b.vm_rss_bytes as i64),
+            processes: Vec::new(),
         }),
     }
 }
@@ -458,19 +477,23 @@ fn mode_workloads(
 
 /// Waits until the bench gallery's graph holds every face (nothing left in its tail), so that
 /// the searches measure the index and not the exact scans that answer while it is built.
-/// `None` when the gallery is too small to get a graph.
+/// With shards, every shard's graph (each holds its part of the gallery). `None` when the
+/// gallery (every shard's part) is too small to get a graph.
 fn wait_indexed(backend: &Backend, mode: Mode, what: &str) -> Result<Option<IndexWait>> {
     let started = Instant::now();
-    let faces = backend.gallery_size()?;
     let mut progress: Option<Progress> = None;
     loop {
-        let status = backend.index_status()?;
-        let number = |key: &str| status[key].as_u64();
-        if number("min_faces").is_some_and(|min| faces < min) {
+        let parts = backend.index_parts()?;
+        let number = |part: &IndexPart, key: &str| part.status[key].as_u64();
+        let graphed: Vec<&IndexPart> =
+            parts.iter().filter(|p| number(p, "min_faces").is_none_or(|min| p.faces >= min)).collect();
+        if graphed.is_empty() {
             return Ok(None);
         }
-        let live = number("live").unwrap_or(0);
-        if live == faces && number("tail") == Some(0) {
+        let faces: u64 = graphed.iter().map(|p| p.faces).sum();
+        let live: u64 = graphed.iter().map(|p| number(p, "live").unwrap_or(0)).sum();
+        let status = combined_index_status(&parts);
+        if graphed.iter().all(|p| number(p, "live").unwrap_or(0) == p.faces && number(p, "tail") == Some(0)) {
             let seconds = started.elapsed().as_secs_f64();
             return Ok(Some(IndexWait { mode, seconds, status }));
         }
@@ -482,6 +505,44 @@ fn wait_indexed(backend: &Backend, mode: Mode, what: &str) -> Result<Option<Inde
             .update(live as usize);
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+}
+
+/// The index figures of a gallery spread over several processes, as one status: the first
+/// part's parameters, the graphs' counts summed, `bytes_per_face` averaged over the live faces,
+/// and each part under `shards` (with its `faces`). One part: its status as it is.
+fn combined_index_status(parts: &[IndexPart]) -> serde_json::Value {
+    let [first, ..] = parts else { return serde_json::Value::Null };
+    if parts.len() == 1 {
+        return first.status.clone();
+    }
+    let mut combined = first.status.clone();
+    let Some(fields) = combined.as_object_mut() else { return combined };
+    for key in ["nodes", "live", "tombstones", "tail", "capacity", "builds"] {
+        if parts.iter().any(|p| p.status.get(key).is_some()) {
+            let sum: u64 = parts.iter().filter_map(|p| p.status[key].as_u64()).sum();
+            fields.insert(key.to_owned(), sum.into());
+        }
+    }
+    let live: u64 = parts.iter().filter_map(|p| p.status["live"].as_u64()).sum();
+    let bytes: u64 = parts
+        .iter()
+        .map(|p| p.status["bytes_per_face"].as_u64().unwrap_or(0) * p.status["live"].as_u64().unwrap_or(0))
+        .sum();
+    if let Some(per_face) = bytes.checked_div(live) {
+        fields.insert("bytes_per_face".to_owned(), per_face.into());
+    }
+    let shards = parts
+        .iter()
+        .map(|p| {
+            let mut status = p.status.clone();
+            if let Some(fields) = status.as_object_mut() {
+                fields.insert("faces".to_owned(), p.faces.into());
+            }
+            status
+        })
+        .collect();
+    fields.insert("shards".to_owned(), serde_json::Value::Array(shards));
+    combined
 }
 
 /// The longest [`wait_indexed`] waits.
@@ -762,6 +823,28 @@ mod tests {
     }
 
     #[test]
+    fn index_figures_of_shards_combine_into_one_status() {
+        let part = |faces: u64, live: u64, tail: u64, bytes_per_face: u64| IndexPart {
+            faces,
+            status: serde_json::json!({
+                "m": 48, "ef_construction": 400, "ef_search": 64, "min_faces": 1000,
+                "nodes": live, "live": live, "tombstones": 0, "tail": tail, "capacity": live,
+                "bytes_per_face": bytes_per_face, "builds": 1
+            }),
+        };
+        // One part (facedb serve): its status as it is.
+        assert_eq!(combined_index_status(&[part(10, 10, 0, 300)]), part(10, 10, 0, 300).status);
+        let combined = combined_index_status(&[part(3000, 3000, 0, 300), part(1000, 900, 100, 500)]);
+        assert_eq!((combined["m"].as_u64(), combined["min_faces"].as_u64()), (Some(48), Some(1000)));
+        assert_eq!((combined["live"].as_u64(), combined["tail"].as_u64()), (Some(3900), Some(100)));
+        assert_eq!(combined["builds"].as_u64(), Some(2));
+        // (3000 × 300 + 900 × 500) / 3900.
+        assert_eq!(combined["bytes_per_face"].as_u64(), Some(346));
+        assert_eq!(combined["shards"][1]["faces"].as_u64(), Some(1000));
+        assert_eq!(combined["shards"][1]["live"].as_u64(), Some(900));
+    }
+
+    #[test]
     fn a_tiny_in_process_run_passes_its_checks_and_writes_its_files() {
         let data_root = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
@@ -785,6 +868,7 @@ mod tests {
             ingest_batch: 300,
             warmup: 5,
             target: None,
+            shards: None,
             facedb_bin: None,
             peers: PeersChoice::Off,
             peers_threads: 1,

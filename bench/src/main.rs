@@ -4,9 +4,10 @@
 //! face-like datasets written once in the format shared with the Python peers (`dataset.rs`,
 //! `vecs.rs`), ground truth in plain f64 (`truth.rs`), the workloads ingest / search /
 //! threshold / filtered / mixed at each client concurrency (`workload.rs`) over HTTP against
-//! `facedb serve` and in-process against the library (`backend.rs`), HDR latency percentiles
-//! (`metrics.rs`), recall against the truth, server memory, the peers FAISS and hnswlib
-//! (`peers.rs`), and the results as JSON, Markdown (`report.rs`) and SVG plots (`plot.rs`).
+//! `facedb serve` (or, with `--shards N`, a `facedb router` in front of N `facedb shard`
+//! processes: `cluster.rs`) and in-process against the library (`backend.rs`), HDR latency
+//! percentiles (`metrics.rs`), recall against the truth, server memory, the peers FAISS and
+//! hnswlib (`peers.rs`), and the results as JSON, Markdown (`report.rs`) and SVG plots (`plot.rs`).
 //! It exits non-zero when a check fails (failed requests, recall of exact search below 1,
 //! insane latencies...).
 //!
@@ -19,6 +20,7 @@
 mod ann_probe;
 mod backend;
 mod client;
+mod cluster;
 mod dataset;
 mod durability;
 mod extract;
@@ -178,6 +180,10 @@ struct BenchArgs {
     /// finally deletes the gallery `bench-<dataset>`).
     #[arg(long, value_name = "URL")]
     target: Option<String>,
+    /// Run the HTTP workloads against a `facedb router` in front of N `facedb shard` processes
+    /// (all started by the harness) instead of `facedb serve`.
+    #[arg(long, value_name = "N", conflicts_with_all = ["target", "in_process"])]
+    shards: Option<usize>,
     /// The facedb server binary [default: `facedb` next to this executable].
     #[arg(long, value_name = "PATH")]
     facedb_bin: Option<PathBuf>,
@@ -238,6 +244,15 @@ fn bench(args: BenchArgs) -> Result<bool> {
     if args.k == 0 || args.k > dataset::K_TRUTH {
         bail!("--k must be from 1 to {}", dataset::K_TRUTH);
     }
+    let modes = if args.in_process { vec![Mode::InProcess] } else { args.modes.clone() };
+    if let Some(shards) = args.shards {
+        if shards == 0 {
+            bail!("--shards must be at least 1");
+        }
+        if !modes.contains(&Mode::Http) {
+            bail!("--shards applies to the http mode: add it to --modes");
+        }
+    }
     let peers = if args.peers {
         PeersChoice::Required
     } else if args.no_peers {
@@ -250,13 +265,14 @@ fn bench(args: BenchArgs) -> Result<bool> {
         datasets: args.data.datasets()?,
         data_root: args.data.data_root(),
         out: args.out.clone(),
-        modes: if args.in_process { vec![Mode::InProcess] } else { args.modes.clone() },
+        modes,
         workloads: args.workloads.clone(),
         concurrency,
         k: args.k,
         ingest_batch: args.ingest_batch.max(1),
         warmup: args.warmup,
         target: args.target.clone(),
+        shards: args.shards,
         facedb_bin: args.facedb_bin.clone(),
         peers,
         peers_threads: args

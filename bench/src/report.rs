@@ -18,7 +18,8 @@ use crate::workload::{OpKind, Workload};
 /// Where a workload ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 pub enum Mode {
-    /// Over HTTP against `facedb serve` (started by the harness, or `--target`).
+    /// Over HTTP against `facedb serve` (started by the harness, or `--target`), or a
+    /// `facedb router` in front of `facedb shard` processes (`--shards`).
     #[serde(rename = "http")]
     Http,
     /// The library called directly.
@@ -64,6 +65,9 @@ pub struct SettingsRecord {
     pub workloads: Vec<Workload>,
     pub warmup: usize,
     pub target: Option<String>,
+    /// `--shards N`: the HTTP workloads went through a `facedb router` in front of N
+    /// `facedb shard` processes (null: `facedb serve`, or `--target`).
+    pub shards: Option<usize>,
     pub peers: String,
     pub peers_threads: usize,
     /// Rayon's global pool: the threads one in-process search may use.
@@ -153,7 +157,8 @@ impl RunRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryRecord {
     pub mode: Mode,
-    /// `server` (the facedb process) or `harness` (this process, holding the engine).
+    /// `server` (the facedb process), `cluster` (the shards and the router, summed) or
+    /// `harness` (this process, holding the engine).
     pub process: String,
     /// `after ingest` or `at end`.
     pub point: String,
@@ -161,6 +166,17 @@ pub struct MemoryRecord {
     pub vm_hwm_bytes: u64,
     /// In-process: VmRSS growth from before the engine existed (≈ the engine's memory).
     pub growth_bytes: Option<i64>,
+    /// `cluster`: each process (`shard 0`, ..., `router`); the figures above are their sums.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessMemory>,
+}
+
+/// One process of a cluster's memory record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessMemory {
+    pub name: String,
+    pub vm_rss_bytes: u64,
+    pub vm_hwm_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,16 +246,19 @@ pub fn markdown(results: &Results) -> String {
     let _ = writeln!(
         out,
         "k = {}, client concurrency {:?}, ingest batches of {} faces, {} untimed searches before each mode's runs, \
-         in-process searches on rayon's pool of {} threads{}.\n",
+         in-process searches on rayon's pool of {} threads{}{}.\n",
         s.k,
         s.concurrency,
         s.ingest_batch,
         s.warmup,
         s.engine_threads,
-        s.target.as_ref().map_or_else(String::new, |t| format!("; HTTP target {t}"))
+        s.target.as_ref().map_or_else(String::new, |t| format!("; HTTP target {t}")),
+        s.shards.map_or_else(String::new, |n| format!(
+            "; over HTTP through `facedb router` in front of {n} `facedb shard` processes"
+        ))
     );
     for dataset in &results.datasets {
-        dataset_markdown(&mut out, dataset, s.k, s.engine_threads);
+        dataset_markdown(&mut out, dataset, s.k, s.engine_threads, s.shards);
     }
     let _ = writeln!(out, "## Checks\n");
     for check in &results.checks {
@@ -255,7 +274,7 @@ pub fn markdown(results: &Results) -> String {
     out
 }
 
-fn dataset_markdown(out: &mut String, d: &DatasetReport, k: usize, engine_threads: usize) {
+fn dataset_markdown(out: &mut String, d: &DatasetReport, k: usize, engine_threads: usize, shards: Option<usize>) {
     let m = &d.manifest;
     let _ = writeln!(out, "## {}\n", d.name);
     let mut line = format!(
@@ -300,10 +319,16 @@ fn dataset_markdown(out: &mut String, d: &DatasetReport, k: usize, engine_thread
         if runs.is_empty() {
             continue;
         }
-        let title = match mode {
-            Mode::Http => "Over HTTP (client-side latency: loopback, JSON both ways, the server's hand-offs)",
-            Mode::InProcess => {
-                "In-process (engine only: `engine.search` / `add_faces` / `delete_faces` called directly)"
+        let title = match (mode, shards) {
+            (Mode::Http, None) => {
+                "Over HTTP (client-side latency: loopback, JSON both ways, the server's hand-offs)".to_owned()
+            }
+            (Mode::Http, Some(n)) => format!(
+                "Over HTTP through `facedb router` in front of {n} `facedb shard` processes (client-side latency: \
+                 loopback, JSON both ways, the router's fan-out to the shards and merge)"
+            ),
+            (Mode::InProcess, _) => {
+                "In-process (engine only: `engine.search` / `add_faces` / `delete_faces` called directly)".to_owned()
             }
         };
         let _ = writeln!(out, "### {title}\n");
@@ -322,6 +347,15 @@ fn dataset_markdown(out: &mut String, d: &DatasetReport, k: usize, engine_thread
             let _ = writeln!(out, "Memory:");
             for r in memory {
                 let whose = match r.mode {
+                    Mode::Http if !r.processes.is_empty() => format!(
+                        "{} processes summed (VmHWM: the sum of each one's peak): {}",
+                        r.processes.len(),
+                        r.processes
+                            .iter()
+                            .map(|p| format!("{} VmRSS {}, VmHWM {}", p.name, mib(p.vm_rss_bytes), mib(p.vm_hwm_bytes)))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
                     Mode::Http => "server (the engine, its HTTP layer and its allocator)".to_owned(),
                     Mode::InProcess => format!(
                         "harness (the dataset, request payloads and the engine; VmRSS grew {} since before the engine, \

@@ -15,6 +15,11 @@
 //! the test process goes away (its stdin pipe closes), so a shared server held in a `static`
 //! (never dropped) or a test run interrupted half-way never leaves a stray process behind.
 //! Dropping a [`Server`] closes that pipe and reaps the child.
+//!
+//! A [`Cluster`] is `facedb shard` processes behind a `facedb router`, each a [`Server`], for
+//! the tests of the router (`cluster.rs`): shards can be killed, restarted on the same data dir
+//! and port, or stopped with `SIGSTOP`. With `FACEDB_IT_CLUSTER=1`, [`shared`] is a router over
+//! three shards, and the tests that use it check the router against the single node's contract.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -133,8 +138,13 @@ pub struct StartFailure {
     pub stderr: String,
 }
 
-/// The shared server: example schema, default flags.
+/// The shared server: example schema, default flags. With `FACEDB_IT_CLUSTER=1` it is a
+/// `facedb router` over 3 `facedb shard`s instead (see [`Cluster`]), so that every test written
+/// against one server also checks the router.
 pub fn shared() -> &'static Server {
+    if cluster_mode() {
+        return shared_cluster().router();
+    }
     static SHARED: OnceLock<Server> = OnceLock::new();
     SHARED.get_or_init(|| Server::start(&[]))
 }
@@ -714,4 +724,321 @@ fn parse_raw_response(buf: &[u8]) -> Option<Resp> {
         rest.to_vec()
     };
     Some(Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cluster: storage shards behind a router
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `FACEDB_IT_CLUSTER=1` asks for the suite to run through a router (see [`shared`]).
+pub fn cluster_mode() -> bool {
+    std::env::var("FACEDB_IT_CLUSTER").is_ok_and(|v| v == "1")
+}
+
+/// The shared cluster of [`shared`] under `FACEDB_IT_CLUSTER=1`: 3 shards and a router, alive
+/// as long as the test process.
+fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start_for_process(3))
+}
+
+/// `facedb shard` on `127.0.0.1:port` (0: any) with `data_dir` and the example schema.
+pub fn shard_args(data_dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        "shard".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--schema".into(),
+        EXAMPLE_SCHEMA.into(),
+    ]
+}
+
+/// A lone `facedb shard` on any port with a fresh data dir: the single-node reference the
+/// cluster tests compare a router with.
+pub fn start_shard() -> Server {
+    let dir = TempDir::new("shard");
+    let args = shard_args(dir.path(), 0);
+    Server::launch(&args, Some(dir), true)
+        .unwrap_or_else(|f| panic!("facedb shard did not start (args {args:?}): {f:?}"))
+}
+
+/// Sends `sig` (`KILL`, `STOP`, `CONT`...) to `pid` with `kill(1)` (the tests have no `libc`).
+pub fn send_signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}: {status}");
+}
+
+impl Server {
+    /// The pid of the `facedb` process itself: the child, or under the watchdog the shell's
+    /// child running the binary (found in `/proc`).
+    pub fn server_pid(&self) -> u32 {
+        let shell = self.child.id();
+        if !self.watchdog {
+            return shell;
+        }
+        let entries = std::fs::read_dir("/proc").expect("read /proc");
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let comm = &stat[open + 1..close];
+            let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(shell) && comm == "facedb" {
+                return pid;
+            }
+        }
+        panic!("no facedb process under the watchdog shell {shell}")
+    }
+}
+
+/// The router's per-shard timeouts (`storage-api.timeouts`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response_header: Duration,
+    pub overall: Duration,
+}
+
+impl Default for Timeouts {
+    /// The contract's example: connect 1 s, response header and overall 2 s.
+    fn default() -> Timeouts {
+        Timeouts::overall(Duration::from_secs(2))
+    }
+}
+
+impl Timeouts {
+    /// `overall` for the response header and the whole call; connect at most 1 s.
+    pub fn overall(overall: Duration) -> Timeouts {
+        Timeouts { connect: overall.min(Duration::from_secs(1)), response_header: overall, overall }
+    }
+}
+
+/// A duration as the router's YAML writes it: `2s`, `1500ms`.
+fn yaml_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A router config file (`facedb router --config FILE`), in the seed's sf-api shape.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The shards' `master` URLs, in placement order.
+    pub shards: Vec<String>,
+    pub timeouts: Timeouts,
+    /// More YAML lines inside `storage-api:` (indented by 2).
+    pub storage_api_extra: String,
+    /// More top-level YAML.
+    pub extra: String,
+}
+
+impl RouterConfig {
+    pub fn new(shards: Vec<String>, timeouts: Timeouts) -> RouterConfig {
+        RouterConfig { shards, timeouts, storage_api_extra: String::new(), extra: String::new() }
+    }
+
+    pub fn yaml(&self) -> String {
+        let t = &self.timeouts;
+        let mut y = String::from("listen: 127.0.0.1:0\nstorage-api:\n");
+        let _ = writeln!(
+            y,
+            "  timeouts: {{connect: {}, response_header: {}, overall: {}, idle_connection: 10s}}",
+            yaml_duration(t.connect),
+            yaml_duration(t.response_header),
+            yaml_duration(t.overall)
+        );
+        y.push_str("  max-idle-conns-per-host: 20\n");
+        y.push_str(&self.storage_api_extra);
+        y.push_str("  shards:\n");
+        for url in &self.shards {
+            let _ = writeln!(y, "    - master: {url}\n      slave: ''");
+        }
+        // No in-process detection: the models take a second and ~100 MB to load.
+        y.push_str("extract: {workers: 0}\n");
+        y.push_str(&self.extra);
+        y
+    }
+}
+
+/// One storage shard of a [`Cluster`]: its process (absent while killed), data dir and port,
+/// which a restart keeps.
+struct ClusterShard {
+    server: Option<Server>,
+    port: u16,
+    data_dir: PathBuf,
+    /// Owned here, so that the data outlives a kill; `None` when the watchdog removes it.
+    _dir: Option<TempDir>,
+}
+
+/// `n` `facedb shard` processes and a `facedb router` over them, all on loopback ports and
+/// under the watchdog. A shard can be killed (`kill -9`), restarted on the same data dir and
+/// port, or stopped (`SIGSTOP`); the router can be restarted with another shard list.
+pub struct Cluster {
+    // Fields drop in order: the router, then the shards, then the config files.
+    router: Option<Server>,
+    shards: Vec<ClusterShard>,
+    timeouts: Timeouts,
+    /// Where router configs are written; `None` for the cluster of [`shared`], whose one config
+    /// goes with its router's watchdog.
+    config_dir: Option<TempDir>,
+}
+
+/// A shard stopped with `SIGSTOP`; dropping this sends `SIGCONT`, so a failing test never
+/// leaves a stopped process behind.
+pub struct Stopped {
+    pid: u32,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid.to_string()).status();
+    }
+}
+
+impl Cluster {
+    /// `n` shards and a router with the default timeouts (overall 2 s).
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, Timeouts::default())
+    }
+
+    /// `n` shards and a router with the given timeouts.
+    pub fn start_with(n: usize, timeouts: Timeouts) -> Cluster {
+        let mut cluster = Cluster::shards_only(n, timeouts, true);
+        cluster.start_router(&(0..n).collect::<Vec<_>>()).unwrap_or_else(|f| panic!("the router did not start: {f:?}"));
+        cluster
+    }
+
+    /// `n` shards and no router yet (see [`Cluster::start_router`]).
+    fn shards_only(n: usize, timeouts: Timeouts, keep_dirs: bool) -> Cluster {
+        let shards = (0..n)
+            .map(|_| {
+                let dir = TempDir::new("shard");
+                let data_dir = dir.path().to_path_buf();
+                let args = shard_args(&data_dir, 0);
+                // A shard the cluster never restarts lets the watchdog remove its dir.
+                let (keep, give) = if keep_dirs { (Some(dir), None) } else { (None, Some(dir)) };
+                let server = Server::launch(&args, give, true)
+                    .unwrap_or_else(|f| panic!("facedb shard did not start (args {args:?}): {f:?}"));
+                let port = port_of(server.base_url());
+                ClusterShard { server: Some(server), port, data_dir, _dir: keep }
+            })
+            .collect();
+        let config_dir = keep_dirs.then(|| TempDir::new("router"));
+        Cluster { router: None, shards, timeouts, config_dir }
+    }
+
+    /// The cluster of [`shared`]: held in a static, never dropped, so the watchdogs remove the
+    /// shards' data dirs and the router's config when the test process ends.
+    fn start_for_process(n: usize) -> Cluster {
+        let mut cluster = Cluster::shards_only(n, Timeouts::default(), false);
+        let dir = TempDir::new("router");
+        let file = dir.write("router.yaml", &cluster.config(&(0..n).collect::<Vec<_>>()).yaml());
+        let router = Server::launch(&router_args(&file), Some(dir), true)
+            .unwrap_or_else(|f| panic!("the router did not start: {f:?}"));
+        cluster.router = Some(router);
+        cluster
+    }
+
+    /// The router: every [`Server`] request helper works on it.
+    pub fn router(&self) -> &Server {
+        self.router.as_ref().expect("the router is running")
+    }
+
+    /// Shard `i` itself, to check what it holds.
+    pub fn shard(&self, i: usize) -> &Server {
+        self.shards[i].server.as_ref().unwrap_or_else(|| panic!("shard {i} is not running"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Shard `i`'s URL as the router's config gives it (and its errors name it):
+    /// `http://127.0.0.1:PORT/v2/`.
+    pub fn shard_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}/v2/", self.shards[i].port)
+    }
+
+    pub fn shard_urls(&self) -> Vec<String> {
+        (0..self.len()).map(|i| self.shard_url(i)).collect()
+    }
+
+    /// A config over the shards `order` (positions in this cluster) with this cluster's timeouts.
+    pub fn config(&self, order: &[usize]) -> RouterConfig {
+        RouterConfig::new(order.iter().map(|&i| self.shard_url(i)).collect(), self.timeouts)
+    }
+
+    /// Starts a router with `config` (the current one, if any, keeps running).
+    pub fn launch_router(&self, config: &RouterConfig) -> Result<Server, StartFailure> {
+        let dir = self.config_dir.as_ref().expect("this cluster starts no other router");
+        let file = dir.write(&format!("router-{}.yaml", next_unique()), &config.yaml());
+        Server::launch(&router_args(&file), None, true)
+    }
+
+    /// Stops the router, if one runs.
+    pub fn stop_router(&mut self) {
+        drop(self.router.take());
+    }
+
+    /// Replaces the router with one over the shards `order`.
+    pub fn start_router(&mut self, order: &[usize]) -> Result<(), StartFailure> {
+        self.stop_router();
+        let config = self.config(order);
+        self.router = Some(self.launch_router(&config)?);
+        Ok(())
+    }
+
+    /// `kill -9` of shard `i`; returns once it is gone.
+    pub fn kill_shard(&mut self, i: usize) {
+        let mut server = self.shards[i].server.take().unwrap_or_else(|| panic!("shard {i} is not running"));
+        send_signal(server.server_pid(), "KILL");
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some(), "shard {i} did not die of kill -9");
+    }
+
+    /// Starts shard `i` again on its data dir and port (killing it first if it runs).
+    pub fn restart_shard(&mut self, i: usize) {
+        if self.shards[i].server.is_some() {
+            self.kill_shard(i);
+        }
+        let shard = &self.shards[i];
+        let args = shard_args(&shard.data_dir, shard.port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match Server::launch(&args, None, true) {
+                Ok(server) => break server,
+                // The port may take a moment to be free again.
+                Err(f) if Instant::now() < deadline && f.stderr.contains("in use") => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(f) => panic!("shard {i} did not restart (args {args:?}): {f:?}"),
+            }
+        };
+        self.shards[i].server = Some(server);
+    }
+
+    /// `SIGSTOP` of shard `i` until the returned guard is dropped (`SIGCONT`).
+    #[must_use = "the shard is continued when the guard is dropped"]
+    pub fn stop_shard(&self, i: usize) -> Stopped {
+        let pid = self.shard(i).server_pid();
+        send_signal(pid, "STOP");
+        Stopped { pid }
+    }
+}
+
+/// `facedb router --config FILE`.
+fn router_args(config: &Path) -> Vec<String> {
+    vec!["router".into(), "--config".into(), config.display().to_string()]
+}
+
+/// The port of `http://HOST:PORT`.
+fn port_of(base: &str) -> u16 {
+    base.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {base}"))
 }

@@ -6,6 +6,7 @@
 //! examples (`seed_examples`), check the command line (`serve_cli`), and compare random
 //! searches with a naive oracle (`prop_search`).
 
+mod cluster;
 mod common;
 mod crash;
 mod detect;

@@ -69,8 +69,9 @@ impl Node {
             .args(["--max-body-bytes", &MAX_BODY_BYTES.to_string()])
             .args(["--wal-mode", config.wal_mode.name()])
             .args(["--checkpoint-interval", "0"])
-            // Restart times are the database's: no face models to load.
-            .args(["--extract-workers", "0"])
+            // Restart times are the database's: no face models to load, one local shard (the
+            // bench reads one database's files and status).
+            .args(["--extract-workers", "0", "--shards", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
