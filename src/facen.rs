@@ -17,7 +17,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Decodes a facen of `dim` float32 components. The error says what is wrong with it;
 /// the caller says whose facen it was.
 pub fn decode(text: &str, dim: usize) -> Result<Vec<f32>, String> {
-    let bytes = BASE64.decode(text.trim()).map_err(|e| format!("facen is not valid base64 ({e})"))?;
+    let bytes = base64_bytes(text)?;
     if bytes.len() != dim * 4 {
         return Err(format!(
             "facen has {} bytes, expected {} ({dim} float32 values, little-endian, base64-encoded)",
@@ -25,6 +25,23 @@ pub fn decode(text: &str, dim: usize) -> Result<Vec<f32>, String> {
             dim * 4
         ));
     }
+    floats(&bytes)
+}
+
+/// Decodes a facen of any length (a whole number of float32 values).
+pub fn decode_any(text: &str) -> Result<Vec<f32>, String> {
+    let bytes = base64_bytes(text)?;
+    if bytes.len() % 4 != 0 {
+        return Err(format!("facen has {} bytes, not a whole number of float32 values", bytes.len()));
+    }
+    floats(&bytes)
+}
+
+fn base64_bytes(text: &str) -> Result<Vec<u8>, String> {
+    BASE64.decode(text.trim()).map_err(|e| format!("facen is not valid base64 ({e})"))
+}
+
+fn floats(bytes: &[u8]) -> Result<Vec<f32>, String> {
     let vector: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
         return Err(format!("facen component {i} is {}, expected a finite number", vector[i]));

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::detect::FrontEnd;
+use crate::api::detect::{FrontEnd, RemoteExtraction};
 use crate::api::{self, ApiConfig};
 use crate::cluster::{self, Layout};
-use crate::config::ServeConfig;
+use crate::config::{ExtractSettings, ServeConfig};
 use crate::durable::{Database, DurableConfig};
+use crate::extract::cache::DetectionCache;
 use crate::extract::uploads::Uploads;
 use crate::extract::{ExtractConfig, Extractor};
 use crate::router::config::{Extraction, RouterConfig};
@@ -134,8 +135,8 @@ async fn listen(address: SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn serve_shard(config: ServeConfig) -> anyhow::Result<()> {
     let schema = load_schema(&config)?;
     let database = open_database(&config, schema, config.data_dir.clone(), config.memory_limit).await?;
-    let reason = "a storage shard does not detect faces: send photos to the router".to_owned();
-    let front = Arc::new(FrontEnd { extractor: None, reason, uploads: None });
+    let reason = "a storage shard does not detect faces: send photos to the router";
+    let front = Arc::new(FrontEnd::without_detection(reason, None));
     let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes }, front);
     let listener = listen(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving a shard");
@@ -168,16 +169,39 @@ pub async fn serve_router(config: RouterConfig) -> anyhow::Result<()> {
         .collect();
     let cluster = Arc::new(Cluster::remote(shards));
     cluster.start().await.map_err(anyhow::Error::msg)?;
-    if let Extraction::Remote { url, .. } = &config.extraction {
-        // Detection runs here; a separate extraction service is not called yet.
-        tracing::warn!("extraction-api.extraction-api: {url} is not used: the router detects faces itself");
-    }
-    let extract = config.extract.clone().resolve().map_err(|e| anyhow::anyhow!("extract.{e}"))?;
     let uploads = match &config.uploads_dir {
         Some(dir) => Some(Uploads::open(dir).with_context(|| format!("cannot create {}", dir.display()))?),
         None => None,
     };
-    let front = Arc::new(start_front_end(extract, uploads).await);
+    let front = match &config.extraction {
+        Extraction::InProcess => {
+            let extract = config.extract.clone().resolve().map_err(|e| anyhow::anyhow!("extract.{e}"))?;
+            start_front_end(extract, uploads).await
+        }
+        Extraction::Remote { url, timeouts } => {
+            // The limits and the cache of the extract settings apply here; its workers do not.
+            let settings = ExtractSettings { workers: Some(1), ..config.extract.clone() };
+            let limits = settings.resolve().map_err(|e| anyhow::anyhow!("extract.{e}"))?.context("no limits")?;
+            let client = reqwest::Client::builder()
+                .connect_timeout(timeouts.connect)
+                .read_timeout(timeouts.response_header)
+                .timeout(timeouts.overall)
+                .pool_idle_timeout(timeouts.idle_connection)
+                .no_proxy()
+                .build()
+                .context("cannot build the HTTP client for the extraction service")?;
+            let remote = RemoteExtraction {
+                client,
+                url: url.clone(),
+                cache: DetectionCache::new(limits.cache),
+                allow_return_facen: limits.allow_return_facen,
+                body_image_length: limits.body_image_length,
+            };
+            tracing::info!(extraction_api = %url, "faces are detected by the extraction service");
+            FrontEnd { remote: Some(remote), ..FrontEnd::without_detection("", uploads) }
+        }
+    };
+    let front = Arc::new(front);
     let app = router::routes(cluster, config.max_body_bytes, front);
     let listener = listen(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, shards = storage.shards.len(), "routing");
@@ -190,16 +214,15 @@ pub async fn serve_router(config: RouterConfig) -> anyhow::Result<()> {
 /// API, and detect requests are told why there is no detection.
 async fn start_front_end(config: Option<ExtractConfig>, uploads: Option<Uploads>) -> FrontEnd {
     let Some(config) = config else {
-        let reason = "turned off (extract workers 0)".to_owned();
-        return FrontEnd { extractor: None, reason, uploads };
+        return FrontEnd::without_detection("turned off (extract workers 0)", uploads);
     };
     match tokio::task::spawn_blocking(move || Extractor::start(config)).await {
-        Ok(Ok(extractor)) => FrontEnd { extractor: Some(extractor), reason: String::new(), uploads },
+        Ok(Ok(extractor)) => FrontEnd { extractor: Some(extractor), ..FrontEnd::without_detection("", uploads) },
         Ok(Err(e)) => {
             tracing::warn!("face detection is off: {e:#}");
-            FrontEnd { extractor: None, reason: format!("{e:#}"), uploads }
+            FrontEnd::without_detection(format!("{e:#}"), uploads)
         }
-        Err(e) => FrontEnd { extractor: None, reason: format!("loading the models failed: {e}"), uploads },
+        Err(e) => FrontEnd::without_detection(format!("loading the models failed: {e}"), uploads),
     }
 }
 
@@ -231,7 +254,7 @@ pub fn keep_freed_memory() {
 /// fail the start. Prints `facedb listening on http://ADDR` once the port is bound.
 pub async fn serve_extract(listen: SocketAddr, config: ExtractConfig) -> anyhow::Result<()> {
     let extractor = tokio::task::spawn_blocking(move || Extractor::start(config)).await??;
-    let front = Arc::new(FrontEnd { extractor: Some(extractor), reason: String::new(), uploads: None });
+    let front = Arc::new(FrontEnd { extractor: Some(extractor), ..FrontEnd::without_detection("", None) });
     let app = api::extract_router(front);
     let listener = self::listen(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "serving detection");

@@ -4,6 +4,11 @@
 //! References are resolved by rewriting the request body into the plain form (a base64 facen)
 //! before the usual parser reads it, so the galleries API keeps one parser, and a router that
 //! forwards to shards can resolve the same way.
+//!
+//! Detection runs in this process ([`Extractor`]), or in another one (`facedb extract`, named
+//! by a router's `extraction-api`): then photos are forwarded there with `return_facen`, and
+//! the facens that come back are kept in this process's own detection cache, under ids of its
+//! own, exactly as a local detection would be ([`RemoteExtraction`]).
 
 use std::sync::Arc;
 
@@ -16,6 +21,8 @@ use axum::Router;
 use serde_json::{json, Map, Value as Json};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::extract::cache::{CachedFace, DetectionCache};
+use crate::extract::dlib::Rect;
 use crate::extract::uploads::Uploads;
 use crate::extract::{DetectOptions, Detection, Detector, Extractor};
 use crate::facen;
@@ -28,20 +35,52 @@ pub struct FrontEnd {
     pub reason: String,
     /// Where normalized face images go (`None`: not kept, as in `facedb extract`).
     pub uploads: Option<Uploads>,
+    /// Detection by another process instead of `extractor`.
+    pub remote: Option<RemoteExtraction>,
+}
+
+/// Detection by a `facedb extract` elsewhere (a router's `extraction-api`).
+pub struct RemoteExtraction {
+    pub client: reqwest::Client,
+    /// The service's base URL (`http://host:18666/`).
+    pub url: url::Url,
+    /// The detections (with their facens) found through it.
+    pub cache: DetectionCache,
+    pub allow_return_facen: bool,
+    pub body_image_length: usize,
 }
 
 impl FrontEnd {
+    /// A front-end without detection; `reason` says why.
+    pub fn without_detection(reason: impl Into<String>, uploads: Option<Uploads>) -> FrontEnd {
+        FrontEnd { extractor: None, reason: reason.into(), uploads, remote: None }
+    }
+
     fn extractor(&self) -> Result<&Arc<Extractor>> {
         self.extractor.as_ref().ok_or_else(|| {
             Error::new(503, ErrorKind::ExtractionError, format!("face detection is not available: {}", self.reason))
         })
+    }
+
+    /// A detection of this process's cache (local or remote detection).
+    fn cached(&self, id: &str) -> Option<CachedFace> {
+        match (&self.remote, &self.extractor) {
+            (Some(remote), _) => remote.cache.get(id),
+            (None, Some(extractor)) => extractor.detection(id),
+            (None, None) => None,
+        }
     }
 }
 
 /// The detection routes over a front-end.
 pub fn routes(front: Arc<FrontEnd>) -> Router {
     // Multipart framing around the largest photo accepted.
-    let limit = front.extractor.as_ref().map_or(32 << 20, |e| e.config().body_image_length) + (64 << 10);
+    let photo_limit = match (&front.remote, &front.extractor) {
+        (Some(remote), _) => remote.body_image_length,
+        (None, Some(extractor)) => extractor.config().body_image_length,
+        (None, None) => 32 << 20,
+    };
+    let limit = photo_limit + (64 << 10);
     Router::new()
         .route("/v2/detect", post(detect))
         .route("/uploads/{name}", get(upload))
@@ -180,8 +219,83 @@ fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: usize) -
     }
 }
 
+/// `POST /v2/detect` through another process: the request goes on as it came (asking for the
+/// facens when the client wants them, to keep them here); the answer's faces are cached here
+/// under ids of this process, and lose their facens unless the client asked for them.
+async fn forward(remote: &RemoteExtraction, query: Option<&str>, request: Request<Body>) -> Result<Response> {
+    let (options, return_facen) = detect_options(query, remote.allow_return_facen)?;
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let limit = remote.body_image_length + (64 << 10);
+    let body =
+        axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large(remote.body_image_length))?;
+    let mut url = remote.url.join("v2/detect").map_err(|e| Error::internal(format!("extraction-api: {e}")))?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if key != "return_facen" && key != "facen" {
+                pairs.append_pair(&key, &value);
+            }
+        }
+        if options.facen {
+            pairs.append_pair("return_facen", "true");
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    let service = remote.url.as_str();
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Error::new(503, ErrorKind::ExtractionError, format!("the extraction service {service} failed: {e}"))
+            .with_param("extraction-api")
+            .with_value(service)
+    };
+    let mut request = remote.client.post(url).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let response = request.send().await.map_err(|e| unavailable(&e))?;
+    let status = response.status();
+    let timing = response.headers().get("server-timing").cloned();
+    let bytes = response.bytes().await.map_err(|e| unavailable(&e))?;
+    if status == StatusCode::FORBIDDEN && options.facen {
+        return Err(unavailable(
+            &"it refuses return_facen, which the router needs to keep the facens of detections: \
+             start it with --allow-return-facen",
+        ));
+    }
+    if !status.is_success() {
+        // The service's own answer (a bad photo, 413, OVER_CAPACITY): the client's to see.
+        return Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response());
+    }
+    let mut answer: Json = serde_json::from_slice(&bytes).map_err(|e| unavailable(&format!("not JSON ({e})")))?;
+    for face in answer.get_mut("faces").and_then(Json::as_array_mut).into_iter().flatten() {
+        let facen = match face.get("facen").and_then(Json::as_str) {
+            Some(text) => Some(Arc::new(facen::decode_any(text).map_err(|e| unavailable(&e))?)),
+            None => None,
+        };
+        let number = |key: &str| face["bbox"][key].as_i64().unwrap_or(0);
+        let bbox = Rect { left: number("left"), top: number("top"), right: number("right"), bottom: number("bottom") };
+        let score = face["detection_score"].as_f64().unwrap_or(0.0);
+        let id = remote.cache.insert(CachedFace { bbox, score, facen, chip_png: None });
+        face["id"] = Json::from(id);
+        if !return_facen {
+            if let Some(object) = face.as_object_mut() {
+                object.remove("facen");
+            }
+        }
+    }
+    let mut response = axum::Json(answer).into_response();
+    if let Some(timing) = timing {
+        response.headers_mut().insert("server-timing", timing);
+    }
+    Ok(response)
+}
+
 /// `POST /v2/detect`.
 async fn detect(State(front): State<Arc<FrontEnd>>, uri: Uri, request: Request<Body>) -> Result<Response> {
+    if let Some(remote) = &front.remote {
+        return forward(remote, uri.query(), request).await;
+    }
     let extractor = front.extractor()?;
     let (options, return_facen) = detect_options(uri.query(), extractor.config().allow_return_facen)?;
     let bytes = photo_bytes(request, extractor).await?;
@@ -237,7 +351,7 @@ fn detection_facen(front: &FrontEnd, id: &Json, param: &str, dim: usize) -> Resu
     let id = id.as_str().ok_or_else(|| {
         Error::bad_param(param, format!("{param} must be the string id a detection returned")).with_value(id.clone())
     })?;
-    let face = front.extractor.as_ref().and_then(|e| e.detection(id)).ok_or_else(|| {
+    let face = front.cached(id).ok_or_else(|| {
         Error::new(
             404,
             ErrorKind::NotFound,

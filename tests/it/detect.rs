@@ -516,3 +516,56 @@ fn facedb_extract_serves_detection_alone() {
         failure.stderr
     );
 }
+
+/// A router whose `extraction-api` names a `facedb extract` (started with
+/// `--allow-return-facen`) sends photos there, keeps the facens of the detections itself, and
+/// enrolls and searches by them over its shards. Clients see facens only when they ask and the
+/// router allows it; a detection made without facens cannot be enrolled; a service that is gone
+/// is a 503 naming it.
+#[test]
+fn a_router_detects_through_its_extraction_api() {
+    let args: Vec<String> = [
+        "extract",
+        "--listen",
+        "127.0.0.1:0",
+        "--extract-workers",
+        "1",
+        "--allow-return-facen",
+        "--models-dir",
+        &models_dir(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let extract = Server::launch(&args, None, true).unwrap_or_else(|f| panic!("facedb extract did not start: {f:?}"));
+    let cluster = Cluster::start(2);
+    let mut config = cluster.config(&[0, 1]);
+    config.extra = format!("extraction-api:\n  extraction-api: {}\n", extract.base_url());
+    let router = cluster.launch_router(&config).unwrap_or_else(|f| panic!("the router did not start: {f:?}"));
+
+    let face = one_face(&router, "?facen=true", &photo("obama.jpg"));
+    assert!(face.get("facen").is_none(), "a facen the client did not ask for: {face}");
+    let gallery = router.new_gallery("remote");
+    router.add_ok(&gallery, &json!([{"id": 1, "detection": face["id"]}]));
+    let biden = one_face(&router, "?facen=true", &photo("biden.jpg"));
+    router.add_ok(&gallery, &json!([{"id": 2, "detection": biden["id"]}]));
+    let sample = one_face(&router, "?facen=true", &photo("obama2.jpg"));
+    let found = router.search_ok(&gallery, &json!({"filter": {"facen": {"detection": sample["id"]}}, "limit": 2}));
+    assert_eq!(found[0]["id"], json!(1), "{found:?}");
+    assert!(found[0]["score"].as_f64().unwrap() >= f64::from(SAME_PERSON_SCORE), "{found:?}");
+    assert!(found[1]["score"].as_f64().unwrap() < f64::from(SAME_PERSON_SCORE), "{found:?}");
+
+    let r = router.post_bytes("/v2/detect?return_facen=true", &photo("obama.jpg"), Some("image/jpeg"));
+    assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
+    let plain = one_face(&router, "", &photo("obama3.jpg"));
+    let r = router.add_faces(&gallery, &json!([{"id": 3, "detection": plain["id"]}]));
+    assert_error(&r, 400, "BAD_PARAM", Some("detection"), Some(&plain["id"]));
+    assert!(error_message(&r).contains("facen=true"), "{}", r.body);
+
+    let service = extract.base_url().to_string();
+    drop(extract);
+    let r = router.post_bytes("/v2/detect?facen=true", &photo("obama.jpg"), Some("image/jpeg"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"]["kind"], json!("EXTRACTION_ERROR"), "{}", r.body);
+    assert!(error_message(&r).contains(&service), "{}", r.body);
+}
