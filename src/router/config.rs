@@ -38,8 +38,17 @@ const DEFAULT_MAX_INFLIGHT_PER_SHARD: usize = 64;
 const DEFAULT_MAX_BODY_BYTES: usize = 32 << 20;
 const DEFAULT_UPLOADS_DIR: &str = "./uploads";
 
-const TOP_KEYS: &[&str] =
-    &["listen", "extraction-api", "storage-api", "limits", "cache", "normalized-storage", "max-body-bytes", "extract"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "extraction-api",
+    "storage-api",
+    "limits",
+    "cache",
+    "normalized-storage",
+    "webdav",
+    "max-body-bytes",
+    "extract",
+];
 const TIMEOUT_KEYS: &[&str] = &["connect", "response_header", "overall", "idle_connection"];
 const SHARDS_HINT: &str = "list the shards, such as `shards: [{master: http://127.0.0.1:8101/v2/}]`";
 const CACHE_IGNORED: &str = "facedb keeps its detection cache in memory (cache.inmemory.size)";
@@ -160,6 +169,10 @@ fn read_config(root: &Value) -> Result<RouterConfig, String> {
         &top.section("normalized-storage", &["type", "enabled", "dir", "webdav", "s3"])?,
         &mut warnings,
     )?;
+    if top.has("webdav") {
+        // The seed's network set-up puts `webdav: {upload-url}` at the top (its line 1395).
+        warnings.push(ignored("webdav", "normalized face images are kept by the router (normalized-storage)"));
+    }
     Ok(RouterConfig { listen, extraction, storage, max_body_bytes, extract, uploads_dir, warnings })
 }
 
@@ -722,7 +735,7 @@ normalized-storage:
         assert_eq!(
             error(&format!("lisen: 127.0.0.1:18411\n{ONE_SHARD}")),
             "router.yaml: lisen: unknown key; the keys accepted at the top level are listen, extraction-api, \
-             storage-api, limits, cache, normalized-storage, max-body-bytes, extract"
+             storage-api, limits, cache, normalized-storage, webdav, max-body-bytes, extract"
         );
         assert_eq!(
             error("storage-api:\n  shard:\n  - master: http://127.0.0.1:8101/v2/\n"),
@@ -840,6 +853,17 @@ storage-api:
             error(text),
             "router.yaml: storage-api.shards[2].master: \"http://127.0.0.1:8101/v2/\" is the same shard as \
              storage-api.shards[0].master; list each shard once"
+        );
+    }
+
+    #[test]
+    fn the_seeds_top_level_webdav_is_accepted_with_a_warning() {
+        let config = parse(
+            "webdav:\n  upload-url: http://127.0.0.1:3333/uploads/\nstorage-api:\n  shards:\n  - master: http://127.0.0.1:8101/v2/\n",
+        );
+        assert_eq!(
+            config.warnings,
+            ["webdav: accepted and ignored: normalized face images are kept by the router (normalized-storage)"]
         );
     }
 

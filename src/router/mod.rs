@@ -136,6 +136,13 @@ impl Cluster {
                 shard.name, shape.facen_size
             ));
         }
+        let limit = info["max_search_limit"].as_u64().unwrap_or(0) as usize;
+        if limit != shape.max_search_limit {
+            return Err(format!(
+                "shard {} has max_search_limit {limit}, the cluster {}; every shard must have the same",
+                shard.name, shape.max_search_limit
+            ));
+        }
         if schema_yaml != shape.schema_yaml {
             return Err(format!("shard {} has another metadata schema than the cluster's first shard", shard.name));
         }
@@ -166,7 +173,7 @@ impl Cluster {
                 if faces > 0 && n > 1 {
                     return Err(format!(
                         "shard {} holds {faces} faces but belongs to no cluster: its faces were not placed by \
-                         this router's rule; dump and restore them through the router instead",
+                         this router's rule; start it on an empty data dir and add the faces through the router",
                         shard.name
                     ));
                 }

@@ -258,3 +258,59 @@ fn sigterm_shuts_down_with_status_0() {
 fn sigint_shuts_down_with_status_0() {
     signal_exits_zero("INT");
 }
+
+/// The local shards of `serve`: a new data dir gets the seed's number, max(min(memory MB //
+/// 2000, cores), 1), or `--shards N`, recorded in layout.json; the faces are spread over them
+/// by `shard_of`; the dir keeps its layout on any later start (another `--shards` is refused,
+/// naming the setting), and its faces.
+#[test]
+fn serve_records_its_local_shards_and_keeps_them() {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    let memory_mb: usize = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .expect("MemTotal")
+        / 1024;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = TempDir::new("layout-default");
+    let s = Server::launch(&standard_args(&dir), None, true).expect("starts");
+    let layout: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("layout.json")).expect("layout.json"))
+            .expect("layout.json is JSON");
+    assert_eq!(layout, json!({"shards": (memory_mb / 2000).min(cores).max(1)}));
+    drop(s);
+
+    let dir = TempDir::new("layout-three");
+    let mut args = standard_args(&dir);
+    args.extend(["--shards".to_string(), "3".to_string()]);
+    let s = Server::launch(&args, None, true).expect("starts with --shards 3");
+    s.create_gallery("g");
+    let ids: Vec<u64> = (1..=60).collect();
+    let faces: Vec<_> = ids.iter().map(|&id| face(id, &rand_vec(id, DIM), json!({}))).collect();
+    s.add_ok("g", &json!(faces));
+    let status = s.get("/v2/admin/status").json();
+    let shards = status["shards"].as_array().expect("the status of 3 local shards").clone();
+    assert_eq!(shards.len(), 3, "{status}");
+    for (k, shard) in shards.iter().enumerate() {
+        let placed = ids.iter().filter(|&&id| facedb::cluster::shard_of(id, 3) == k).count();
+        assert_eq!(shard["status"]["faces"], json!(placed), "local shard {k}: {status}");
+        assert!(dir.path().join(format!("shard-{k}")).join("wal").is_dir(), "shard-{k}/wal");
+    }
+    drop(s);
+
+    args.truncate(args.len() - 2);
+    args.extend(["--shards".to_string(), "2".to_string()]);
+    let Err(failure) = Server::launch(&args, None, true) else { panic!("--shards 2 on a 3-shard data dir started") };
+    assert!(
+        failure.stderr.contains("shards: the data dir") && failure.stderr.contains("3 local shards"),
+        "{}",
+        failure.stderr
+    );
+
+    args.truncate(args.len() - 2);
+    let s = Server::launch(&args, None, true).expect("starts again without --shards");
+    assert_eq!(s.search_ids("g", &json!({"limit": 100})), ids);
+    drop(s);
+    drop(dir);
+}
