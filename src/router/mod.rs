@@ -221,9 +221,9 @@ impl Cluster {
     }
 
     /// Runs `call` on the shards `targets`, all at once; answers in the same order.
-    async fn each<'a, T, F, Fut>(&'a self, targets: &[usize], call: F) -> Vec<(usize, Outcome<T>)>
+    async fn each<'a, T, F, Fut>(&'a self, targets: &[usize], mut call: F) -> Vec<(usize, Outcome<T>)>
     where
-        F: Fn(usize, &'a Shard) -> Fut,
+        F: FnMut(usize, &'a Shard) -> Fut,
         Fut: std::future::Future<Output = Outcome<T>> + 'a,
     {
         let calls = targets.iter().map(|&k| {
@@ -333,17 +333,14 @@ async fn gallery_add(
         return Err(cluster.error(*k, failure.clone()));
     }
     if !failed.is_empty() {
-        let (k, failure) = failed[0].clone();
-        let mut error = cluster.error(k, failure);
-        error.code = 503;
-        error.kind = ErrorKind::StorageError;
-        error.message = format!(
+        let message = format!(
             "gallery {name:?} is on {} of {} shards; it could not be created on {}; retry to complete it",
             created + conflicts.len(),
             cluster.shards.len(),
             named(cluster, &failed)
         );
-        return Err(error.with_param("shard").with_value(cluster.shards[k].name.as_str()));
+        let shard = cluster.shards[failed[0].0].name.as_str();
+        return Err(Error::new(503, ErrorKind::StorageError, message).with_param("shard").with_value(shard));
     }
     match (created, conflicts.pop()) {
         (0, Some(conflict)) => Err(conflict),
@@ -527,11 +524,9 @@ async fn faces_add(
     let ids: BTreeMap<usize, Vec<u64>> =
         groups.iter().map(|(&k, group)| (k, group.iter().map(|(face, _)| face.id).collect())).collect();
     let targets: Vec<usize> = groups.keys().copied().collect();
-    let mut groups: HashMap<usize, Vec<_>> = groups.into_iter().collect();
-    let parts: HashMap<usize, parking_lot::Mutex<Vec<_>>> =
-        groups.drain().map(|(k, group)| (k, parking_lot::Mutex::new(group))).collect();
+    let mut groups = groups;
     let outcomes =
-        cluster.each(&targets, |k, shard| shard.add_faces(&name, std::mem::take(&mut *parts[&k].lock()))).await;
+        cluster.each(&targets, |k, shard| shard.add_faces(&name, groups.remove(&k).unwrap_or_default())).await;
     let (done, failed) = split(outcomes);
     if let Some(failed) = failed {
         let done: Vec<usize> = done.into_iter().map(|(k, ())| k).collect();
@@ -590,13 +585,13 @@ async fn faces_update(
         positions.iter().map(|(&k, at)| (k, at.iter().map(|&i| order[i]).collect())).collect();
     let before = check_exist(cluster, &name, &groups, &order).await?;
     let mut slots: Vec<Option<(crate::store::FaceUpdate, Json)>> = updates.into_iter().zip(items).map(Some).collect();
-    let parts: HashMap<usize, parking_lot::Mutex<Vec<_>>> = positions
-        .iter()
-        .map(|(&k, at)| (k, parking_lot::Mutex::new(at.iter().filter_map(|&i| slots[i].take()).collect())))
-        .collect();
     let targets: Vec<usize> = positions.keys().copied().collect();
-    let outcomes =
-        cluster.each(&targets, |k, shard| shard.update_faces(&name, std::mem::take(&mut *parts[&k].lock()))).await;
+    let outcomes = cluster
+        .each(&targets, |k, shard| {
+            let part = positions[&k].iter().filter_map(|&i| slots[i].take()).collect();
+            shard.update_faces(&name, part)
+        })
+        .await;
     let (done, failed) = split(outcomes);
     if let Some(failed) = failed {
         let done: Vec<usize> = done.into_iter().map(|(k, _)| k).collect();
