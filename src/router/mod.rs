@@ -300,13 +300,9 @@ fn first_failure<T>(cluster: &Cluster, outcomes: Vec<(usize, Outcome<T>)>) -> Re
     Ok(done)
 }
 
-/// Names the shards that failed: `a, b`.
+/// Names the shards that failed and why: `URL (cannot connect: ...); URL (...)`.
 fn named(cluster: &Cluster, failed: &[(usize, Failure)]) -> String {
-    failed
-        .iter()
-        .map(|(k, f)| format!("{} ({})", cluster.shards[*k].name, cluster.error(*k, f.clone()).message))
-        .collect::<Vec<_>>()
-        .join("; ")
+    failed.iter().map(|(k, f)| format!("{} ({})", cluster.shards[*k].name, f.message())).collect::<Vec<_>>().join("; ")
 }
 
 /// `POST /v2/galleries/add/{name}` (and `POST /v2/galleries/{name}`): on every shard. 409 only

@@ -42,6 +42,14 @@ impl Failure {
         }
     }
 
+    /// What went wrong, without the shard's name.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Refused(error) => &error.message,
+            Failure::Unavailable(message) => message,
+        }
+    }
+
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Failure::Refused(error) => Some(error.kind),
