@@ -74,18 +74,30 @@ impl FrontEnd {
 
 /// The detection routes over a front-end.
 pub fn routes(front: Arc<FrontEnd>) -> Router {
-    // Multipart framing around the largest photo accepted.
-    let photo_limit = match (&front.remote, &front.extractor) {
-        (Some(remote), _) => remote.body_image_length,
-        (None, Some(extractor)) => extractor.config().body_image_length,
-        (None, None) => 32 << 20,
-    };
-    let limit = photo_limit + (64 << 10);
+    let limit = body_limit(&front);
     Router::new()
         .route("/v2/detect", post(detect))
         .route("/uploads/{name}", get(upload))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(front)
+}
+
+/// The largest detect body: multipart framing around the largest photo accepted.
+pub(crate) fn body_limit(front: &FrontEnd) -> usize {
+    photo_limit(front) + (64 << 10)
+}
+
+/// The refusal of a photo over the limit.
+pub(crate) fn photo_too_large(front: &FrontEnd) -> Error {
+    too_large(photo_limit(front))
+}
+
+fn photo_limit(front: &FrontEnd) -> usize {
+    match (&front.remote, &front.extractor) {
+        (Some(remote), _) => remote.body_image_length,
+        (None, Some(extractor)) => extractor.config().body_image_length,
+        (None, None) => 32 << 20,
+    }
 }
 
 /// Reads `true`/`on`/`1`/empty and `false`/`off`/`0`, as the original's query flags.

@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -376,15 +377,49 @@ pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>)
         .route("/v2/{name}/search", post(faces_search))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
-    finish(galleries.merge(detect::routes(front)))
+    let body_limit = config.max_body_bytes.max(detect::body_limit(&front));
+    finish(galleries.merge(detect::routes(front)), body_limit, body_over_every_limit(body_limit))
 }
 
 /// The API's answers to unknown paths and wrong methods, on a router of routes.
-pub(crate) fn finish(routes: Router) -> Router {
-    routes.fallback(unknown_path).method_not_allowed_fallback(wrong_method)
+/// Every request's body is read whole (at most `body_limit` bytes, the largest any route takes)
+/// before routing: a refusal made before a handler reads the body (a bad gallery name or query
+/// parameter, an unknown path, a wrong method) then reaches a client still sending a large body,
+/// instead of a connection closed under it. A larger body is refused with `too_large`.
+pub(crate) fn finish(routes: Router, body_limit: usize, too_large: Error) -> Router {
+    routes.fallback(unknown_path).method_not_allowed_fallback(wrong_method).layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| read_body_first(request, next, body_limit, too_large.clone()),
+    ))
+}
+
+/// The refusal of a body over every route's limit.
+pub(crate) fn body_over_every_limit(limit: usize) -> Error {
+    Error::new(
+        413,
+        ErrorKind::BadParam,
+        format!("the request body is larger than {limit} bytes, the most any endpoint accepts"),
+    )
+    .with_param("body")
+}
+
+async fn read_body_first(request: Request, next: Next, limit: usize, too_large: Error) -> Response {
+    let (parts, body) = request.into_parts();
+    // A Content-Length over the limit is refused at once, before any of the body is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return too_large.into_response();
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Err(e) if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) => {
+            too_large.into_response()
+        }
+        // The client went away mid-body (or sent broken chunks).
+        Err(e) => Error::malformed(format!("cannot read the request body: {e}")).into_response(),
+    }
 }
 
 /// The routes of `facedb extract`: detection alone, no galleries.
 pub fn extract_router(front: Arc<FrontEnd>) -> Router {
-    finish(detect::routes(front))
+    let (body_limit, too_large) = (detect::body_limit(&front), detect::photo_too_large(&front));
+    finish(detect::routes(front), body_limit, too_large)
 }

@@ -795,7 +795,8 @@ pub fn routes(cluster: Arc<Cluster>, max_body_bytes: usize, front: Arc<FrontEnd>
         .route("/v2/{name}/search", post(faces_search))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
-    api::finish(galleries.merge(detect::routes(front)))
+    let body_limit = max_body_bytes.max(detect::body_limit(&front));
+    api::finish(galleries.merge(detect::routes(front)), body_limit, api::body_over_every_limit(body_limit))
 }
 
 #[cfg(test)]

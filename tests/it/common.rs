@@ -351,12 +351,16 @@ impl Server {
     /// fresh TCP connection with `Connection: close`, tolerating a server that answers and
     /// closes before it has read the whole body (as it may for a body that is too large).
     pub fn raw_request(&self, head: &str, body: &[u8]) -> Resp {
+        self.raw_request_claiming(head, body.len(), body)
+    }
+
+    /// A raw request whose Content-Length says `claimed` bytes, whatever `body` holds.
+    pub fn raw_request_claiming(&self, head: &str, claimed: usize, body: &[u8]) -> Resp {
         let addr = self.base.trim_start_matches("http://");
         let mut stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         let mut bytes =
-            format!("{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-                .into_bytes();
+            format!("{head}\r\nHost: {addr}\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n").into_bytes();
         bytes.extend_from_slice(body);
         let _ = stream.write_all(&bytes);
         let _ = stream.flush();

@@ -325,6 +325,13 @@ fn bad_requests_are_refused_with_the_reason() {
     let plain = start(1, &[]);
     let r = plain.post_bytes("/v2/detect?return_facen=on", b"x", None);
     assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
+    // A refusal comes after the body is read: a client still sending a large photo gets the
+    // answer, not a broken pipe.
+    let large = vec![0xffu8; 4 << 20];
+    for query in ["?return_facen=on", "?upsample=9"] {
+        let r = plain.post_bytes(&format!("/v2/detect{query}"), &large, Some("image/jpeg"));
+        assert_eq!(r.status / 100, 4, "{query}: {}", r.body);
+    }
 }
 
 #[test]
@@ -556,6 +563,8 @@ fn a_router_detects_through_its_extraction_api() {
     assert!(found[1]["score"].as_f64().unwrap() < f64::from(SAME_PERSON_SCORE), "{found:?}");
 
     let r = router.post_bytes("/v2/detect?return_facen=true", &photo("obama.jpg"), Some("image/jpeg"));
+    assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
+    let r = router.post_bytes("/v2/detect?return_facen=true", &vec![0xffu8; 4 << 20], Some("image/jpeg"));
     assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
     let plain = one_face(&router, "", &photo("obama3.jpg"));
     let r = router.add_faces(&gallery, &json!([{"id": 3, "detection": plain["id"]}]));

@@ -116,6 +116,36 @@ fn bodies_are_json_whatever_the_content_type() {
     assert!(r.header("content-type").is_some_and(|v| v.starts_with("application/json")), "{:?}", r.headers);
 }
 
+/// A request refused before its body matters (a bad gallery name or query parameter, an unknown
+/// path or gallery, a wrong method) is answered to a client that writes its whole large body
+/// before it reads: the server reads the body first, so the connection is not closed under it.
+#[test]
+fn refusals_reach_clients_still_sending_a_large_body() {
+    let s = shared();
+    let g = s.new_gallery("large-bodies");
+    let batch: Vec<_> = (0..8000u64).map(|i| face_r(i, json!({"cam_id": "padding"}))).collect();
+    let body = json!(batch).to_string();
+    assert!(body.len() > 1 << 20, "{}", body.len());
+    let cases = [
+        ("POST", "/v2/faces/add/bad%20name".to_string(), 400),
+        ("POST", format!("/v2/faces/search/{g}?ignore_errors=maybe"), 400),
+        ("POST", "/v2/faces/add/no-such-gallery".to_string(), 404),
+        ("POST", "/v2/no/such/endpoint".to_string(), 404),
+        ("PUT", format!("/v2/faces/add/{g}"), 405),
+    ];
+    for (method, path, status) in cases {
+        let r = s
+            .try_request_bytes(method, &path, Some(body.as_bytes()), Some("application/json"))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+    }
+    assert_eq!(s.count(&g), 0);
+    // A body claimed larger than any endpoint takes is refused at once, without being read.
+    let r = s.raw_request_claiming(&format!("POST /v2/faces/add/{g} HTTP/1.1"), 1 << 30, b"[]");
+    assert_error(&r, 413, "BAD_PARAM", Some("body"), None);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("the most any endpoint accepts"), "{}", r.body);
+}
+
 #[test]
 fn body_over_max_body_bytes_is_413() {
     let s = Server::start(&["--max-body-bytes", "1024", "--facen-size", "4"]);
