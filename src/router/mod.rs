@@ -97,12 +97,19 @@ impl Cluster {
             ));
         }
         *self.id.lock() = ids.into_keys().next();
+        let everyone_answered = infos.iter().all(Result::is_ok);
         // Shards with a record first: a list that disagrees with them is refused before any new
         // shard is claimed with the wrong count.
         let (claimed, new): (Vec<_>, Vec<_>) =
             infos.into_iter().enumerate().partition(|(_, info)| info.as_ref().is_ok_and(|i| !i["cluster"].is_null()));
         for (k, info) in claimed.into_iter().chain(new) {
             match info {
+                Ok(info) if info["cluster"].is_null() && !everyone_answered && self.id.lock().is_none() => {
+                    tracing::warn!(
+                        shard = %self.shards[k].name,
+                        "new, and claimed once every shard has answered (one that has not may already belong to a cluster)"
+                    );
+                }
                 Ok(info) => self.admit(k, &info).await.map_err(|e| format!("storage-api.shards[{k}]: {e}"))?,
                 Err(failure) => {
                     let name = &self.shards[k].name;
@@ -177,7 +184,11 @@ impl Cluster {
                         shard.name
                     ));
                 }
-                let id = self.id.lock().get_or_insert_with(new_cluster_id).clone();
+                let known = self.id.lock().clone();
+                let id = match known {
+                    Some(id) => id,
+                    None => self.cluster_id_for_new_shard(k).await?,
+                };
                 let claim = json!({ "id": id, "shard": k, "shards": n });
                 shard.claim(&claim).await.map_err(|f| f.into_error(&shard.name).message)?;
                 tracing::info!(shard = %shard.name, "claimed as shard {k} of {n} of cluster {id}");
@@ -186,6 +197,46 @@ impl Cluster {
         shard.recorded.store(true, std::sync::atomic::Ordering::Release);
         shard.set_verified(true);
         Ok(())
+    }
+
+    /// The cluster id new shard `k` is claimed under when no shard with a record was seen yet:
+    /// the id another shard of the list records, or a new one. Only once every shard has
+    /// answered: one that has not may hold the cluster's record, and a made-up id would split the
+    /// cluster in two.
+    async fn cluster_id_for_new_shard(&self, k: usize) -> Result<String, String> {
+        let infos = join_all(self.shards.iter().map(Shard::info)).await;
+        let mut recorded = None;
+        for (position, (shard, info)) in self.shards.iter().zip(infos).enumerate() {
+            match info {
+                Ok(info) => {
+                    if let Some(id) = info["cluster"]["id"].as_str() {
+                        let record = &info["cluster"];
+                        if record["shard"] != json!(position) || record["shards"] != json!(self.shards.len()) {
+                            return Err(format!(
+                                "shard {} is new, but shard {} was created as shard {} of {} (the router lists it as \
+                                 shard {position} of {}); list the shards in the order and number they were created with",
+                                self.shards[k].name,
+                                shard.name,
+                                record["shard"],
+                                record["shards"],
+                                self.shards.len()
+                            ));
+                        }
+                        recorded.get_or_insert_with(|| id.to_owned());
+                    }
+                }
+                Err(failure) => {
+                    return Err(format!(
+                        "shard {} is new and is claimed once every shard has answered, but shard {} has not \
+                         (it may already belong to a cluster): {}",
+                        self.shards[k].name,
+                        shard.name,
+                        failure.message()
+                    ))
+                }
+            }
+        }
+        Ok(self.id.lock().get_or_insert_with(|| recorded.unwrap_or_else(new_cluster_id)).clone())
     }
 
     /// Makes sure shard `k` was verified since it last failed; an unreachable or mismatched

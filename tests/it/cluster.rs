@@ -733,3 +733,34 @@ fn a_router_starts_with_a_shard_down_and_uses_it_once_up() {
     cluster.restart_shard(2);
     assert_eq!(stored_ids(cluster.router(), &gallery), all);
 }
+
+/// A new shard is claimed only once every shard of the list has answered: a router started while
+/// the shards that hold the cluster's record are down does not make up another cluster for the
+/// new one (which would then refuse the real shards); it claims it into their cluster once they
+/// are back.
+#[test]
+fn a_new_shard_is_claimed_into_the_cluster_once_every_shard_answers() {
+    let mut cluster = Cluster::start(3);
+    let record = |cluster: &Cluster, i: usize| cluster.shard(i).get("/v2/admin/cluster").json()["cluster"].clone();
+    let id = record(&cluster, 0)["id"].clone();
+    assert!(id.is_string(), "{id}");
+    cluster.stop_router();
+    cluster.wipe_shard(2);
+    assert_eq!(record(&cluster, 2), Value::Null);
+    cluster.kill_shard(0);
+    cluster.kill_shard(1);
+
+    cluster.start_router(&[0, 1, 2]).unwrap_or_else(|f| panic!("the router with shards 0 and 1 down: {f:?}"));
+    let router = cluster.router();
+    assert!(stderr_says(router, "claimed once every shard has answered"), "{}", router.stderr());
+    let r = router.get("/v2/galleries/list");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(record(&cluster, 2), Value::Null, "shard 2 was claimed while shards 0 and 1 were down");
+
+    cluster.restart_shard(0);
+    cluster.restart_shard(1);
+    let r = cluster.router().get("/v2/galleries/list");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let joined = record(&cluster, 2);
+    assert_eq!((&joined["id"], &joined["shard"], &joined["shards"]), (&id, &json!(2), &json!(3)), "{joined}");
+}

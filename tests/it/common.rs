@@ -1025,6 +1025,18 @@ impl Cluster {
         self.shards[i].server = Some(server);
     }
 
+    /// Replaces shard `i` by an empty one on the same port: killed, its data dir emptied, and
+    /// started again (a lost disk, replaced).
+    pub fn wipe_shard(&mut self, i: usize) {
+        if self.shards[i].server.is_some() {
+            self.kill_shard(i);
+        }
+        let dir = &self.shards[i].data_dir;
+        std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        self.restart_shard(i);
+    }
+
     /// `SIGSTOP` of shard `i` until the returned guard is dropped (`SIGCONT`).
     #[must_use = "the shard is continued when the guard is dropped"]
     pub fn stop_shard(&self, i: usize) -> Stopped {
