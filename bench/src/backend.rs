@@ -266,31 +266,41 @@ impl Backend {
     /// of the server's status), or one per shard of a cluster, each read from the shard
     /// itself (a graph is a shard's own).
     pub fn index_parts(&self) -> Result<Vec<IndexPart>> {
-        let part = |url: &str| -> Result<IndexPart> {
-            let client = Client::new(url);
-            let faces = client.gallery_size(&self.gallery)?;
-            let status = client.status()?;
-            let entry = &status["indexes"][&self.gallery];
-            if !entry.is_object() {
-                let keys: Vec<&String> = status.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-                bail!(
-                    "the status of {url} has no index figures for the gallery (indexes.{}), so the harness cannot \
-                     wait for its graph; the status's keys: {keys:?}",
-                    self.gallery
-                );
-            }
-            Ok(IndexPart { faces, status: entry.clone() })
+        // One process's status: its own, or (`facedb serve` with local shards) one per shard
+        // under `shards[k].status`.
+        let parts = |url: &str| -> Result<Vec<IndexPart>> {
+            let status = Client::new(url).status()?;
+            let statuses: Vec<&serde_json::Value> = match status["shards"].as_array() {
+                Some(shards) => shards.iter().map(|shard| &shard["status"]).collect(),
+                None => vec![&status],
+            };
+            statuses.into_iter().map(|status| self.index_part(url, status)).collect()
         };
         match &self.kind {
             BackendKind::Http(HttpTarget { server: Some(Started::Cluster(cluster)), .. }) => {
-                cluster.shard_base_urls().into_iter().map(part).collect()
+                Ok(cluster.shard_base_urls().into_iter().map(parts).collect::<Result<Vec<_>>>()?.concat())
             }
-            BackendKind::Http(http) => Ok(vec![part(&http.base_url)?]),
+            BackendKind::Http(http) => parts(&http.base_url),
             BackendKind::InProcess(local) => Ok(vec![IndexPart {
                 faces: local.engine.gallery_size(&self.gallery)? as u64,
                 status: json!(local.engine.index_status(&self.gallery)?),
             }]),
         }
+    }
+
+    /// The bench gallery's entry in one database's status (`indexes.<gallery>`, with its
+    /// `faces` there).
+    fn index_part(&self, url: &str, status: &serde_json::Value) -> Result<IndexPart> {
+        let entry = &status["indexes"][&self.gallery];
+        let Some(faces) = entry["faces"].as_u64() else {
+            let keys: Vec<&String> = status.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            bail!(
+                "the status of {url} has no index figures for the gallery (indexes.{} with its faces), so the \
+                 harness cannot wait for its graph; the status's keys: {keys:?}",
+                self.gallery
+            );
+        };
+        Ok(IndexPart { faces, status: entry.clone() })
     }
 
     /// Removes the bench gallery (from a `--target` server when the runs are over).

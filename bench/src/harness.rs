@@ -517,7 +517,7 @@ fn combined_index_status(parts: &[IndexPart]) -> serde_json::Value {
     }
     let mut combined = first.status.clone();
     let Some(fields) = combined.as_object_mut() else { return combined };
-    for key in ["nodes", "live", "tombstones", "tail", "capacity", "builds"] {
+    for key in ["faces", "nodes", "live", "tombstones", "tail", "capacity", "builds"] {
         if parts.iter().any(|p| p.status.get(key).is_some()) {
             let sum: u64 = parts.iter().filter_map(|p| p.status[key].as_u64()).sum();
             fields.insert(key.to_owned(), sum.into());

@@ -202,8 +202,10 @@ impl Database {
             },
             "snapshots": self.snapshots.status(&self.config),
             "indexes": galleries.iter().filter_map(|g| {
-                let status = engine.index_status(&g.name).ok()?;
-                Some((g.name.clone(), json!(status)))
+                let mut status = json!(engine.index_status(&g.name).ok()?);
+                // The gallery's faces here, beside the graph's `live`: how far the graph is.
+                status.as_object_mut()?.insert("faces".to_owned(), json!(g.faces));
+                Some((g.name.clone(), status))
             }).collect::<serde_json::Map<String, Json>>(),
         })
     }
