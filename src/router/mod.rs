@@ -504,12 +504,12 @@ async fn check_exist(
 
 /// Undoes the part of a batch that some shards did, and builds the error for the part that
 /// failed: the failed shard's error, with a note when the undo did not work everywhere.
-async fn undo<F, Fut>(cluster: &Cluster, done: &[usize], failed: (usize, Failure), what: &str, revert: F) -> Error
+async fn undo<T, F, Fut>(cluster: &Cluster, done: &[(usize, T)], failed: Failed, what: &str, revert: F) -> Error
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Outcome<()>>,
 {
-    let outcomes = join_all(done.iter().map(|&k| {
+    let outcomes = join_all(done.iter().map(|&(k, _)| {
         let work = revert(k);
         async move { (k, work.await) }
     }))
@@ -576,7 +576,6 @@ async fn faces_add(
         cluster.each(&targets, |k, shard| shard.add_faces(&name, groups.remove(&k).unwrap_or_default())).await;
     let (done, failed) = split(outcomes);
     if let Some(failed) = failed {
-        let done: Vec<usize> = done.into_iter().map(|(k, ())| k).collect();
         let revert = |k: usize| cluster.shards[k].delete_faces(&name, ids[&k].clone());
         return Err(undo(cluster, &done, failed, "add", revert).await);
     }
@@ -599,7 +598,6 @@ async fn faces_delete(
     let outcomes = cluster.each(&targets, |k, shard| shard.delete_faces(&name, groups[&k].clone())).await;
     let (done, failed) = split(outcomes);
     if let Some(failed) = failed {
-        let done: Vec<usize> = done.into_iter().map(|(k, ())| k).collect();
         let name = name.as_str();
         let revert = |k: usize| {
             let faces = Json::Array(before.get(&k).cloned().unwrap_or_default());
@@ -641,7 +639,6 @@ async fn faces_update(
         .await;
     let (done, failed) = split(outcomes);
     if let Some(failed) = failed {
-        let done: Vec<usize> = done.into_iter().map(|(k, _)| k).collect();
         let name = name.as_str();
         let revert = |k: usize| {
             let faces = Json::Array(before.get(&k).cloned().unwrap_or_default());
