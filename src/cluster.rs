@@ -12,6 +12,13 @@
 //! to start when its shard list disagrees with the records (another order, another count, or
 //! shards of two clusters), because its placement would then look for faces on the wrong
 //! shards. `facedb serve` records its local layout the same way in `DATA_DIR/layout.json`.
+//!
+//! **Every call checked.** A router sends the record it expects with every call to a claimed
+//! shard, in the header [`HEADER`] (`<id>/<shard>/<shards>`), and the shard refuses a call
+//! whose expectation is not its record (421 `WRONG_SHARD`) before doing anything. A shard
+//! restarted on an empty data dir, or on another shard's, is thus refused on the router's very
+//! next call, whatever happened in between: the check does not rely on the router having seen
+//! the shard go away.
 
 use std::fs;
 use std::io::Write;
@@ -59,6 +66,37 @@ impl ClusterRecord {
             return Err(format!("shard: {} is not a position in a cluster of {} shards", self.shard, self.shards));
         }
         Ok(())
+    }
+}
+
+/// The header in which a router names the shard it means to call: [`ClusterRecord::to_header`].
+pub const HEADER: &str = "x-facedb-cluster";
+
+impl ClusterRecord {
+    /// The record as the value of [`HEADER`]: `<id>/<shard>/<shards>`.
+    pub fn to_header(&self) -> String {
+        format!("{}/{}/{}", self.id, self.shard, self.shards)
+    }
+
+    /// Reads a value of [`HEADER`] (the id may itself hold slashes: the last two parts are the
+    /// numbers).
+    pub fn from_header(text: &str) -> Result<ClusterRecord, String> {
+        let bad = || format!("{HEADER} must be <cluster id>/<shard>/<shards>, not {text:?}");
+        let mut parts = text.rsplitn(3, '/');
+        let (shards, shard, id) = (parts.next(), parts.next(), parts.next());
+        let (Some(shards), Some(shard), Some(id)) = (shards, shard, id) else { return Err(bad()) };
+        let record = ClusterRecord {
+            id: id.to_owned(),
+            shard: shard.parse().map_err(|_| bad())?,
+            shards: shards.parse().map_err(|_| bad())?,
+        };
+        record.check().map_err(|e| format!("{HEADER}: {e}"))?;
+        Ok(record)
+    }
+
+    /// How the record reads in messages: `shard 1 of 3 of cluster 9f2c...`.
+    pub fn describe(&self) -> String {
+        format!("shard {} of {} of cluster {}", self.shard, self.shards, self.id)
     }
 }
 
@@ -198,6 +236,12 @@ mod tests {
         write_layout(&dir.0, &Layout { shards: 3 }).unwrap();
         assert_eq!(read_layout(&dir.0).unwrap(), Some(Layout { shards: 3 }));
         assert_eq!(read_record(&dir.0).unwrap(), None);
+        let record = ClusterRecord { id: "a/b".into(), shard: 1, shards: 3 };
+        assert_eq!(record.to_header(), "a/b/1/3");
+        assert_eq!(ClusterRecord::from_header("a/b/1/3").unwrap(), record);
+        assert!(ClusterRecord::from_header("abc/3/3").is_err(), "a position outside the count");
+        assert!(ClusterRecord::from_header("abc/x/3").is_err());
+        assert!(ClusterRecord::from_header("1/3").is_err());
         let record = ClusterRecord { id: "c1".into(), shard: 2, shards: 3 };
         write_record(&dir.0, &record).unwrap();
         assert_eq!(read_record(&dir.0).unwrap(), Some(record));

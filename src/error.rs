@@ -38,6 +38,10 @@ pub enum ErrorKind {
     /// A storage shard did not answer (down, or slower than the router's timeout); the error
     /// names it (503).
     StorageError,
+    /// A shard was sent a request meant for another shard (its cluster record is not the one in
+    /// the router's `X-Facedb-Cluster` header, or it has none): it refuses before doing anything
+    /// (421). A router answers its client 503 `STORAGE_ERROR` naming the shard.
+    WrongShard,
     /// A failure of the server itself.
     UnknownError,
 }

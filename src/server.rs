@@ -137,7 +137,8 @@ pub async fn serve_shard(config: ServeConfig) -> anyhow::Result<()> {
     let database = open_database(&config, schema, config.data_dir.clone(), config.memory_limit).await?;
     let reason = "a storage shard does not detect faces: send photos to the router";
     let front = Arc::new(FrontEnd::without_detection(reason, None));
-    let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes }, front);
+    let app = api::router(database.clone(), &ApiConfig { max_body_bytes: config.max_body_bytes }, front)
+        .map_err(anyhow::Error::msg)?;
     let listener = listen(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving a shard");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;

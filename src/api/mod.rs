@@ -97,6 +97,25 @@ impl<S: Send + Sync> FromRequestParts<S> for GalleryName {
     }
 }
 
+/// The `{name}/{id}` path segments of `faces/get`: a gallery name and a face id.
+pub(crate) struct FacePath(pub(crate) String, pub(crate) u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for FacePath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((name, id)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::bad_param("name", format!("bad gallery name or face id in the path: {e}")))?;
+        check_gallery_name(&name)?;
+        let id = id.parse::<u64>().map_err(|_| {
+            Error::bad_param("id", "the face id in the path must be an integer from 0 to 18446744073709551615")
+                .with_value(id)
+        })?;
+        Ok(FacePath(name, id))
+    }
+}
+
 /// Runs engine work (or file reads) on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -176,6 +195,12 @@ async fn faces_add(
     Ok(empty(StatusCode::OK))
 }
 
+/// `GET /v2/faces/get/{name}/{id}`: one face as it is stored.
+async fn faces_get(State(engine): State<Arc<Engine>>, FacePath(name, id): FacePath) -> Reply {
+    let face = engine.get_face(&name, id)?;
+    Ok(json_reply(wire::face_json(&face, None, &engine.schema())))
+}
+
 async fn faces_delete(
     State(engine): State<Arc<Engine>>,
     GalleryName(name): GalleryName,
@@ -252,7 +277,7 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
         .with_value(method.as_str());
     let mut response = error.into_response();
     let path = uri.path();
-    let allow = if path.starts_with("/stat/") || path.starts_with("/uploads/") {
+    let allow = if ["/stat/", "/uploads/", "/v2/faces/get/"].iter().any(|p| path.starts_with(p)) {
         "GET"
     } else if path.starts_with("/v2/galleries/get/")
         || ["/v2/galleries/list", "/v2/admin/status", "/v2/admin/cluster"].contains(&path)
@@ -265,13 +290,14 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     response
 }
 
-/// What the handlers share: the database, its engine for the galleries API, and the
-/// detection front-end.
+/// What the handlers share: the database, its engine for the galleries API, the detection
+/// front-end, and the shard's cluster record (read at start, replaced by a claim).
 #[derive(Clone)]
 struct AppState {
     engine: Arc<Engine>,
     database: Arc<Database>,
     front: Arc<FrontEnd>,
+    record: Arc<parking_lot::RwLock<Option<ClusterRecord>>>,
 }
 
 impl FromRef<AppState> for Arc<FrontEnd> {
@@ -308,14 +334,9 @@ async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
 /// `GET /v2/admin/cluster`: what a router needs of a shard: its cluster record, the facen size,
 /// the schema and the search limit, and how many faces it holds (an unclaimed shard with faces
 /// cannot join a cluster).
-async fn cluster_get(State(database): State<Arc<Database>>) -> Reply {
-    let record = blocking(move || {
-        let record = cluster::read_record(database.data_dir()).map_err(Error::internal)?;
-        Ok((record, database))
-    })
-    .await;
-    let (record, database) = record?;
-    Ok(json_reply(shard_info(&database, record.as_ref())))
+async fn cluster_get(State(state): State<AppState>) -> Reply {
+    let record = state.record.read().clone();
+    Ok(json_reply(shard_info(&state.database, record.as_ref())))
 }
 
 fn shard_info(database: &Database, record: Option<&ClusterRecord>) -> Json {
@@ -331,39 +352,74 @@ fn shard_info(database: &Database, record: Option<&ClusterRecord>) -> Json {
 
 /// `POST /v2/admin/cluster` `{"id", "shard", "shards"}`: a router claims the shard. Claiming
 /// again with the same record is a no-op; another record is a 409.
-async fn cluster_claim(State(database): State<Arc<Database>>, JsonBody(body): JsonBody) -> Reply {
+async fn cluster_claim(State(state): State<AppState>, JsonBody(body): JsonBody) -> Reply {
     let record: ClusterRecord = serde_json::from_value(body.clone()).map_err(|e| {
         Error::malformed(format!("a cluster claim is {{\"id\": text, \"shard\": n, \"shards\": n}}: {e}"))
             .with_value(body)
     })?;
     record.check().map_err(|e| Error::bad_param("shard", e))?;
-    let database = blocking(move || {
-        let dir = database.data_dir();
-        match cluster::read_record(dir).map_err(Error::internal)? {
-            Some(held) if held == record => {}
+    let held = state.record.clone();
+    let dir = state.database.data_dir().to_owned();
+    let record = blocking(move || {
+        // Under the write lock: two claims at once cannot both write.
+        let mut held = held.write();
+        match &*held {
+            Some(held) if *held == record => {}
             Some(held) => {
-                return Err(Error::conflict(format!(
-                    "this shard is already shard {} of {} of cluster {}",
-                    held.shard, held.shards, held.id
-                ))
-                .with_value(serde_json::to_value(&held).unwrap_or_default()))
+                return Err(Error::conflict(format!("this shard is already {}", held.describe()))
+                    .with_value(serde_json::to_value(held).unwrap_or_default()))
             }
-            None => cluster::write_record(dir, &record).map_err(Error::internal)?,
+            None => {
+                cluster::write_record(&dir, &record).map_err(Error::internal)?;
+                *held = Some(record.clone());
+            }
         }
-        Ok(database)
+        Ok(record)
     })
     .await?;
-    let record = cluster::read_record(database.data_dir()).map_err(Error::internal)?;
-    Ok(json_reply(shard_info(&database, record.as_ref())))
+    Ok(json_reply(shard_info(&state.database, Some(&record))))
 }
 
-/// The API's routes over a database and a detection front-end.
-pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Router {
-    let state = AppState { engine: database.engine().clone(), database, front: front.clone() };
+/// Refuses a call a router meant for another shard: its [`cluster::HEADER`] must name this
+/// shard's record. Calls without the header (a client talking to the shard directly) pass.
+async fn expect_cluster(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(cluster::HEADER) else { return next.run(request).await };
+    let expected = match value.to_str().map_err(|e| e.to_string()).and_then(ClusterRecord::from_header) {
+        Ok(expected) => expected,
+        Err(e) => return Error::bad_param(cluster::HEADER, e).into_response(),
+    };
+    let held = state.record.read().clone();
+    if held.as_ref() == Some(&expected) {
+        return next.run(request).await;
+    }
+    let what = match held {
+        Some(held) => format!("this shard is {}", held.describe()),
+        None => "this shard belongs to no cluster (started on a new, empty data dir?)".to_owned(),
+    };
+    Error::new(
+        421,
+        ErrorKind::WrongShard,
+        format!("{what}, but the request was sent to {}; nothing was done", expected.describe()),
+    )
+    .with_param(cluster::HEADER)
+    .with_value(expected.to_header())
+    .into_response()
+}
+
+/// The API's routes over a database and a detection front-end; fails when the database's
+/// cluster record cannot be read.
+pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Result<Router, String> {
+    let record = cluster::read_record(database.data_dir())?;
+    let state = AppState {
+        engine: database.engine().clone(),
+        database,
+        front: front.clone(),
+        record: Arc::new(parking_lot::RwLock::new(record)),
+    };
+    let admin = Router::new().route("/v2/admin/cluster", get(cluster_get).post(cluster_claim));
     let galleries = Router::new()
         .route("/v2/admin/status", get(admin_status).post(admin_status))
         .route("/v2/admin/snapshot", post(admin_snapshot))
-        .route("/v2/admin/cluster", get(cluster_get).post(cluster_claim))
         .route("/v2/galleries/add/{name}", post(gallery_add))
         .route("/v2/galleries/{name}", post(gallery_add))
         .route("/v2/galleries/delete/{name}", post(gallery_delete))
@@ -371,14 +427,17 @@ pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>)
         .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
         .route("/stat/list/{from}/{to}", get(stat_list))
         .route("/v2/faces/add/{name}", post(faces_add))
+        .route("/v2/faces/get/{name}/{id}", get(faces_get))
         .route("/v2/faces/delete/{name}", post(faces_delete))
         .route("/v2/faces/update/{name}", post(faces_update))
         .route("/v2/faces/search/{name}", post(faces_search))
         .route("/v2/{name}/search", post(faces_search))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), expect_cluster))
+        .merge(admin)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state);
     let body_limit = config.max_body_bytes.max(detect::body_limit(&front));
-    finish(galleries.merge(detect::routes(front)), body_limit, body_over_every_limit(body_limit))
+    Ok(finish(galleries.merge(detect::routes(front)), body_limit, body_over_every_limit(body_limit)))
 }
 
 /// The API's answers to unknown paths and wrong methods, on a router of routes.

@@ -30,7 +30,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value as Json};
 
 use crate::api::detect::{self, FrontEnd};
-use crate::api::{self, wire, GalleryName, JsonBody};
+use crate::api::{self, wire, FacePath, GalleryName, JsonBody};
 use crate::cluster::{shard_of, ClusterRecord};
 use crate::error::{Error, ErrorKind};
 use crate::schema::Schema;
@@ -110,7 +110,10 @@ impl Cluster {
                         "new, and claimed once every shard has answered (one that has not may already belong to a cluster)"
                     );
                 }
-                Ok(info) => self.admit(k, &info).await.map_err(|e| format!("storage-api.shards[{k}]: {e}"))?,
+                Ok(info) => self
+                    .admit(k, &info)
+                    .await
+                    .map_err(|e| format!("storage-api.shards[{k}] ({}): {e}", self.shards[k].name))?,
                 Err(failure) => {
                     let name = &self.shards[k].name;
                     let error = failure.into_error(name);
@@ -122,7 +125,7 @@ impl Cluster {
     }
 
     /// Checks a shard's answer to `GET admin/cluster` against the router's list, and claims it
-    /// when it was never claimed. The error says what disagrees.
+    /// when it was never claimed. The error says what disagrees (the caller names the shard).
     async fn admit(&self, k: usize, info: &Json) -> Result<(), String> {
         let shard = &self.shards[k];
         let n = self.shards.len();
@@ -139,71 +142,70 @@ impl Cluster {
         };
         if facen_size != shape.facen_size {
             return Err(format!(
-                "shard {} has facen_size {facen_size}, the cluster {}; every shard must have the same",
-                shard.name, shape.facen_size
+                "has facen_size {facen_size}, the cluster {}; every shard must have the same",
+                shape.facen_size
             ));
         }
         let limit = info["max_search_limit"].as_u64().unwrap_or(0) as usize;
         if limit != shape.max_search_limit {
             return Err(format!(
-                "shard {} has max_search_limit {limit}, the cluster {}; every shard must have the same",
-                shard.name, shape.max_search_limit
+                "has max_search_limit {limit}, the cluster {}; every shard must have the same",
+                shape.max_search_limit
             ));
         }
         if schema_yaml != shape.schema_yaml {
-            return Err(format!("shard {} has another metadata schema than the cluster's first shard", shard.name));
+            return Err("has another metadata schema than the cluster's first shard".to_owned());
         }
         let record: Option<ClusterRecord> = serde_json::from_value(info["cluster"].clone())
-            .map_err(|e| format!("shard {} answered a bad cluster record: {e}", shard.name))?;
-        match record {
+            .map_err(|e| format!("answered a bad cluster record: {e}"))?;
+        let record = match record {
             Some(record) => {
                 let mut id = self.id.lock();
                 let expected = id.get_or_insert_with(|| record.id.clone());
                 if record.id != *expected || record.shard != k || record.shards != n {
                     return Err(format!(
-                        "shard {} was created as shard {} of {} of cluster {}, but the router lists it as shard {k} \
-                         of {n} of cluster {expected}: placement would look for faces on the wrong shards; list \
-                         the shards in the order and number they were created with",
-                        shard.name, record.shard, record.shards, record.id
+                        "was created as {}, but the router lists it as shard {k} of {n} of cluster {expected}: \
+                         placement would look for faces on the wrong shards; list the shards in the order and \
+                         number they were created with",
+                        record.describe()
                     ));
                 }
+                record
             }
             None if shard.recorded.load(std::sync::atomic::Ordering::Acquire) => {
-                return Err(format!(
-                    "shard {} came back without its cluster record (started on another data dir?); the faces \
-                     placed on it would be missing; start it on its own data dir",
-                    shard.name
-                ));
+                return Err("came back without its cluster record (started on another data dir?); the faces \
+                            placed on it would be missing; start it on its own data dir"
+                    .to_owned());
             }
             None => {
                 let faces = info["faces"].as_u64().unwrap_or(0);
                 if faces > 0 && n > 1 {
                     return Err(format!(
-                        "shard {} holds {faces} faces but belongs to no cluster: its faces were not placed by \
-                         this router's rule; start it on an empty data dir and add the faces through the router",
-                        shard.name
+                        "holds {faces} faces but belongs to no cluster: its faces were not placed by this \
+                         router's rule; start it on an empty data dir and add the faces through the router"
                     ));
                 }
                 let known = self.id.lock().clone();
                 let id = match known {
                     Some(id) => id,
-                    None => self.cluster_id_for_new_shard(k).await?,
+                    None => self.cluster_id_for_new_shard().await?,
                 };
-                let claim = json!({ "id": id, "shard": k, "shards": n });
-                shard.claim(&claim).await.map_err(|f| f.into_error(&shard.name).message)?;
-                tracing::info!(shard = %shard.name, "claimed as shard {k} of {n} of cluster {id}");
+                let claim = ClusterRecord { id, shard: k, shards: n };
+                let body = serde_json::to_value(&claim).map_err(|e| e.to_string())?;
+                shard.claim(&body).await.map_err(|f| f.into_error(&shard.name).message)?;
+                tracing::info!(shard = %shard.name, "claimed as {}", claim.describe());
+                claim
             }
-        }
-        shard.recorded.store(true, std::sync::atomic::Ordering::Release);
-        shard.set_verified(true);
+        };
+        shard.verified_as(&record);
         Ok(())
     }
 
-    /// The cluster id new shard `k` is claimed under when no shard with a record was seen yet:
+    /// The cluster id a new shard is claimed under when no shard with a record was seen yet:
     /// the id another shard of the list records, or a new one. Only once every shard has
     /// answered: one that has not may hold the cluster's record, and a made-up id would split the
     /// cluster in two.
-    async fn cluster_id_for_new_shard(&self, k: usize) -> Result<String, String> {
+    async fn cluster_id_for_new_shard(&self) -> Result<String, String> {
         let infos = join_all(self.shards.iter().map(Shard::info)).await;
         let mut recorded = None;
         for (position, (shard, info)) in self.shards.iter().zip(infos).enumerate() {
@@ -213,9 +215,8 @@ impl Cluster {
                         let record = &info["cluster"];
                         if record["shard"] != json!(position) || record["shards"] != json!(self.shards.len()) {
                             return Err(format!(
-                                "shard {} is new, but shard {} was created as shard {} of {} (the router lists it as \
-                                 shard {position} of {}); list the shards in the order and number they were created with",
-                                self.shards[k].name,
+                                "is new, but shard {} was created as shard {} of {} (the router lists it as shard \
+                                 {position} of {}); list the shards in the order and number they were created with",
                                 shard.name,
                                 record["shard"],
                                 record["shards"],
@@ -227,9 +228,8 @@ impl Cluster {
                 }
                 Err(failure) => {
                     return Err(format!(
-                        "shard {} is new and is claimed once every shard has answered, but shard {} has not \
-                         (it may already belong to a cluster): {}",
-                        self.shards[k].name,
+                        "is new and is claimed once every shard has answered, but shard {} has not (it may \
+                         already belong to a cluster): {}",
                         shard.name,
                         failure.message()
                     ))
@@ -289,7 +289,7 @@ impl Cluster {
                 };
                 let outcome = tokio::time::timeout(shard.timeout(), both).await.unwrap_or_else(|_| {
                     shard.unreachable();
-                    Err(Failure::Unavailable(format!("no answer within {:?}", shard.timeout())))
+                    Err(Failure::Unanswered(format!("no answer within {:?}", shard.timeout())))
                 });
                 (k, outcome)
             }
@@ -516,14 +516,15 @@ where
     .await;
     let stuck: Vec<(usize, Failure)> = outcomes.into_iter().filter_map(|(k, o)| o.err().map(|f| (k, f))).collect();
     let (k, failure) = failed;
-    let unavailable = matches!(failure, Failure::Unavailable(_));
+    let note = match failure {
+        Failure::Refused(_) => None,
+        Failure::Unavailable(_) => Some(format!("; the {what} was undone on the other shards")),
+        Failure::Unanswered(_) => Some(format!(
+            "; the {what} was undone on the other shards, but this shard may have applied its part before it failed"
+        )),
+    };
     let mut error = cluster.error(k, failure);
-    if unavailable {
-        error.message.push_str(&format!(
-            "; the {what} was undone on the other shards, but shard {} may have applied its part before it failed",
-            cluster.shards[k].name
-        ));
-    }
+    error.message.push_str(&note.unwrap_or_default());
     if !stuck.is_empty() {
         error.message.push_str(&format!("; undoing the {what} failed on {}", named(cluster, &stuck)));
     }
@@ -662,6 +663,15 @@ async fn faces_update(
     Ok(axum::Json(reply).into_response())
 }
 
+/// `GET /v2/faces/get/{name}/{id}`: from the shard that holds the face.
+async fn faces_get(State(state): State<RouterState>, FacePath(name, id): FacePath) -> Reply {
+    let cluster = &state.cluster;
+    let k = shard_of(id, cluster.shards.len());
+    let outcomes = cluster.each(&[k], |_, shard| shard.get_face(&name, id)).await;
+    let face = first_failure(cluster, outcomes)?.pop().map(|(_, face)| face).unwrap_or_default();
+    Ok(axum::Json(face).into_response())
+}
+
 /// Whether `ignore_errors` is on, from the query string or the body.
 fn ignore_errors(raw_query: Option<&str>, body: &Json) -> Result<bool, Error> {
     let from_query = raw_query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| {
@@ -734,7 +744,7 @@ async fn faces_search(
                     stats.push(stat);
                 }
             }
-            Err(failure @ Failure::Unavailable(_)) if ignore => failed.push((k, failure)),
+            Err(failure) if ignore && failure.is_unavailable() => failed.push((k, failure)),
             Err(failure) => return Err(cluster.error(k, failure)),
         }
     }
@@ -837,6 +847,7 @@ pub fn routes(cluster: Arc<Cluster>, max_body_bytes: usize, front: Arc<FrontEnd>
         .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
         .route("/stat/list/{from}/{to}", get(stat_list))
         .route("/v2/faces/add/{name}", post(faces_add))
+        .route("/v2/faces/get/{name}/{id}", get(faces_get))
         .route("/v2/faces/delete/{name}", post(faces_delete))
         .route("/v2/faces/update/{name}", post(faces_update))
         .route("/v2/faces/search/{name}", post(faces_search))

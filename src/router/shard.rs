@@ -7,9 +7,14 @@
 //! that stops answering thus holds at most `max_inflight` of the router's requests, each for
 //! at most the timeout, and requests that do not need it never wait for it.
 //!
-//! A remote shard is verified before its first use and again after every failure to reach it
-//! (it may come back as another process, on another data dir): its cluster record must be
-//! the router's, and its schema and facen size the cluster's (see [`super::Cluster`]).
+//! A remote shard is verified before its first use and again after every failure to reach it:
+//! its cluster record must be the router's, and its schema and facen size the cluster's (see
+//! [`super::Cluster`]). Once verified, every call carries the record the router expects
+//! ([`crate::cluster::HEADER`]) and the shard refuses a call meant for another (421
+//! `WRONG_SHARD`): a shard restarted on an empty or another shard's data dir, even between two
+//! calls that both succeeded in reaching a process at its address, is refused on the first
+//! call that reaches it, before it does anything. Such a refusal counts as a failure to reach
+//! the shard, so the next call verifies it again and names what is wrong.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,8 +34,12 @@ use crate::store::{Face, FaceUpdate};
 pub enum Failure {
     /// The shard answered with an error of its own (a duplicate id, a gallery not found...).
     Refused(Error),
-    /// The shard could not be reached, did not answer in time, or answered nonsense.
+    /// The shard could not be used and did nothing: no connection, not verified, or it refused a
+    /// call meant for another shard.
     Unavailable(String),
+    /// The call may have reached the shard but no proper answer came (no answer in time, the
+    /// connection cut, nonsense): the shard may have done what it was asked.
+    Unanswered(String),
 }
 
 impl Failure {
@@ -38,7 +47,7 @@ impl Failure {
     pub fn into_error(self, shard: &str) -> Error {
         match self {
             Failure::Refused(error) => error,
-            Failure::Unavailable(message) => Error::storage(shard, message),
+            Failure::Unavailable(message) | Failure::Unanswered(message) => Error::storage(shard, message),
         }
     }
 
@@ -46,15 +55,21 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Refused(error) => &error.message,
-            Failure::Unavailable(message) => message,
+            Failure::Unavailable(message) | Failure::Unanswered(message) => message,
         }
     }
 
+    /// The shard's own error kind; `None` when the shard could not be used.
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Failure::Refused(error) => Some(error.kind),
-            Failure::Unavailable(_) => None,
+            Failure::Unavailable(_) | Failure::Unanswered(_) => None,
         }
+    }
+
+    /// Whether the shard could not be used (rather than refusing the request itself).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind().is_none()
     }
 }
 
@@ -79,6 +94,9 @@ pub struct Shard {
     /// Whether the shard was seen with its cluster record: if it comes back without one, it
     /// came back on another data dir, which must not be claimed in its place.
     pub recorded: AtomicBool,
+    /// The record this shard was verified with, as the [`crate::cluster::HEADER`] sent with
+    /// every call but those of the verification itself.
+    expected: parking_lot::Mutex<Option<reqwest::header::HeaderValue>>,
 }
 
 /// A search's answer from one shard: its results (JSON faces with `id` and `score`) and its
@@ -98,6 +116,7 @@ impl Shard {
             verified: AtomicBool::new(true),
             verifying: tokio::sync::Mutex::new(()),
             recorded: AtomicBool::new(false),
+            expected: parking_lot::Mutex::new(None),
         }
     }
 
@@ -110,6 +129,7 @@ impl Shard {
             verified: AtomicBool::new(false),
             verifying: tokio::sync::Mutex::new(()),
             recorded: AtomicBool::new(false),
+            expected: parking_lot::Mutex::new(None),
         }
     }
 
@@ -126,6 +146,13 @@ impl Shard {
         self.verified.store(verified, Ordering::Release);
     }
 
+    /// Marks the shard verified as holding `record`: its calls carry it from now on.
+    pub fn verified_as(&self, record: &crate::cluster::ClusterRecord) {
+        *self.expected.lock() = reqwest::header::HeaderValue::from_str(&record.to_header()).ok();
+        self.recorded.store(true, Ordering::Release);
+        self.set_verified(true);
+    }
+
     /// Runs `work` on the shard: with a permit, within the timeout; an unreachable remote shard
     /// is marked for verification.
     async fn bounded<T>(&self, work: impl std::future::Future<Output = Outcome<T>>) -> Outcome<T> {
@@ -135,9 +162,9 @@ impl Shard {
         };
         let outcome = match tokio::time::timeout(self.timeout, run).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Unavailable(format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(Failure::Unanswered(format!("no answer within {:?}", self.timeout))),
         };
-        if matches!(outcome, Err(Failure::Unavailable(_))) {
+        if outcome.as_ref().is_err_and(Failure::is_unavailable) {
             self.unreachable();
         }
         outcome
@@ -152,32 +179,50 @@ impl Shard {
     }
 
     /// A request to a remote shard: `path` is relative to its base URL (`galleries/add/g`).
+    /// Every request but those of the verification (`admin/cluster`) names the shard's record.
     async fn http(&self, method: reqwest::Method, path: &str, body: Option<&Json>) -> Outcome<(Json, Option<String>)> {
         let Backend::Remote { client, base } = &self.backend else {
             return Err(Failure::Unavailable("not a remote shard".into()));
         };
         let url = base.join(path).map_err(|e| Failure::Unavailable(format!("bad path {path:?}: {e}")))?;
         let mut request = client.request(method, url);
+        if path != "admin/cluster" {
+            let expected = self.expected.lock().clone();
+            let expected = expected.ok_or_else(|| Failure::Unavailable("not verified yet".into()))?;
+            request = request.header(crate::cluster::HEADER, expected);
+        }
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body).map_err(|e| Failure::Unavailable(e.to_string()))?;
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
         }
-        let response = request.send().await.map_err(|e| Failure::Unavailable(describe(&e)))?;
+        let response = request.send().await.map_err(|e| {
+            // Without a connection nothing was sent; past that, the shard may have done it.
+            if e.is_connect() {
+                Failure::Unavailable(describe(&e))
+            } else {
+                Failure::Unanswered(describe(&e))
+            }
+        })?;
         let status = response.status();
         let stat = response.headers().get("x-search-stat").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| Failure::Unavailable(describe(&e)))?;
+        let bytes = response.bytes().await.map_err(|e| Failure::Unanswered(describe(&e)))?;
         let json: Json = if bytes.iter().all(u8::is_ascii_whitespace) {
             Json::Null
         } else {
             serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Unavailable(format!("answered {status} with a body that is not JSON ({e})")))?
+                .map_err(|e| Failure::Unanswered(format!("answered {status} with a body that is not JSON ({e})")))?
         };
         if status.is_success() {
             return Ok((json, stat));
         }
         match json.get("error").cloned().map(serde_json::from_value::<Error>) {
+            // Not the shard the router verified: as if it could not be reached, so that it is
+            // verified again before its next call.
+            Some(Ok(error)) if error.kind == ErrorKind::WrongShard => {
+                Err(Failure::Unavailable(format!("refused the call: {}", error.message)))
+            }
             Some(Ok(error)) => Err(Failure::Refused(error)),
-            _ => Err(Failure::Unavailable(format!("answered {status}: {json}"))),
+            _ => Err(Failure::Unanswered(format!("answered {status}: {json}"))),
         }
     }
 
@@ -304,6 +349,23 @@ impl Shard {
                 Backend::Remote { .. } => {
                     let body = Json::Array(faces.into_iter().map(|(_, json)| json).collect());
                     self.http(reqwest::Method::POST, &format!("faces/add/{name}"), Some(&body)).await.map(drop)
+                }
+            }
+        })
+        .await
+    }
+
+    /// One face as stored (JSON).
+    pub async fn get_face(&self, name: &str, id: u64) -> Outcome<Json> {
+        self.bounded(async {
+            match &self.backend {
+                Backend::Local(database) => {
+                    let engine = database.engine();
+                    let face = engine.get_face(name, id).map_err(Failure::Refused)?;
+                    Ok(wire::face_json(&face, None, &engine.schema()))
+                }
+                Backend::Remote { .. } => {
+                    Ok(self.http(reqwest::Method::GET, &format!("faces/get/{name}/{id}"), None).await?.0)
                 }
             }
         })

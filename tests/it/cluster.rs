@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::common::{
     assert_error, error_message, face, face_r, facen, next_unique, rand_vec, start_shard, Cluster, Resp, Server,
-    StartFailure, Timeouts, DIM,
+    StartFailure, TempDir, Timeouts, DIM,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -547,6 +547,110 @@ fn gallery_create_and_delete_with_a_shard_down_complete_on_retry() {
         assert_error(&cluster.shard(i).get(&format!("/v2/galleries/get/{name}")), 404, "GALLERY_NOT_FOUND", None, None);
     }
     assert_eq!(router.count(&other), 7);
+}
+
+/// How a shard goes away before it comes back on the wrong data dir.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Term,
+    Kill,
+}
+
+fn stop(cluster: &mut Cluster, i: usize, how: Stop) {
+    match how {
+        Stop::Term => cluster.terminate_shard(i),
+        Stop::Kill => cluster.kill_shard(i),
+    }
+}
+
+/// Asserts that the router refuses shard `i` (back on a data dir that is not its own): a
+/// search, the gallery list, a gallery create and an add of a face it would hold are each a 503
+/// naming it once, whose message says one of `why`; the router logs it; and the shard itself was
+/// left as it was (no gallery made there, no face added).
+fn assert_refused_shard(cluster: &Cluster, i: usize, gallery: &str, why: &[&str], variant: &str) {
+    let url = cluster.shard_url(i);
+    let router = cluster.router();
+    let shard = cluster.shard(i);
+    let held = |what: &str| {
+        let r = shard.get("/v2/admin/cluster");
+        assert_eq!(r.status, 200, "{variant}: {}", r.body);
+        r.json()[what].clone()
+    };
+    let (faces_before, record_before) = (held("faces"), held("cluster"));
+    let refused = |r: &Resp, what: &str| {
+        assert_error(r, 503, "STORAGE_ERROR", Some("shard"), Some(&json!(url)));
+        let message = error_message(r);
+        assert!(
+            why.iter().any(|w| message.contains(w)),
+            "{variant}, {what}: the message should say {why:?}: {}",
+            r.body
+        );
+        assert_eq!(message.matches(&url).count(), 1, "{variant}, {what}: the URL once: {}", r.body);
+    };
+    refused(&router.search(gallery, &json!({"limit": 1000})), "search");
+    refused(&router.get("/v2/galleries/list"), "galleries/list");
+    let fork = format!("fork_{}", next_unique());
+    refused(&router.post_empty(&format!("/v2/galleries/add/{fork}")), "galleries/add");
+    let id = (1_000_000..).find(|&id| shard_of(id, cluster.len()) == i).expect("an id of the shard");
+    refused(&router.add_faces(gallery, &faces_of(&[id])), "faces/add");
+    assert!(stderr_says(router, &url), "{variant}: the router should log the refused shard");
+    assert_error(&shard.get(&format!("/v2/galleries/get/{fork}")), 404, "GALLERY_NOT_FOUND", None, None);
+    assert_eq!(held("faces"), faces_before, "{variant}: faces were added to the refused shard");
+    assert_eq!(held("cluster"), record_before, "{variant}: the refused shard's record changed");
+}
+
+/// A shard restarted on a data dir that is not its own (a new, empty one, or another shard's)
+/// is refused by the router with a 503 naming it on the very first request, whether it was
+/// stopped with SIGTERM or kill -9, and whether or not a request reached the router while it
+/// was down: every call carries the record the router expects, and the shard checks it before
+/// doing anything. Back on its own data dir, it is used again at once.
+#[test]
+fn a_shard_back_on_another_data_dir_is_refused_whatever_happened_in_between() {
+    let mut cluster = Cluster::start(3);
+    let gallery = cluster.router().new_gallery("moved");
+    let all: Vec<u64> = (1..=60).collect();
+    cluster.router().add_ok(&gallery, &faces_of(&all));
+    let whole = |cluster: &Cluster, variant: &str| {
+        let r = cluster.router().search(&gallery, &json!({"limit": 1000}));
+        assert_eq!(r.status, 200, "{variant}: back on its own data dir: {}", r.body);
+        assert_eq!(ids(&found(cluster.router(), &gallery, &json!({"limit": 1000}))), all, "{variant}");
+    };
+    for how in [Stop::Term, Stop::Kill] {
+        for request_between in [false, true] {
+            let variant = format!("{how:?}, request in between: {request_between}, empty data dir");
+            stop(&mut cluster, 2, how);
+            if request_between {
+                let r = cluster.router().search(&gallery, &json!({"limit": 1000}));
+                assert_error(&r, 503, "STORAGE_ERROR", Some("shard"), Some(&json!(cluster.shard_url(2))));
+            }
+            let empty = TempDir::new("empty-shard");
+            cluster.restart_shard_on(2, empty.path());
+            // The shard's own refusal, or the router's verification after it.
+            let why = ["belongs to no cluster", "without its cluster record"];
+            assert_refused_shard(&cluster, 2, &gallery, &why, &variant);
+            // Still refused on the next requests: verified again, it is not the shard the router knows.
+            assert_refused_shard(&cluster, 2, &gallery, &why[1..], &variant);
+            cluster.restart_shard(2);
+            whole(&cluster, &variant);
+
+            let variant = format!("{how:?}, request in between: {request_between}, shards 1 and 2 swapped");
+            stop(&mut cluster, 1, how);
+            stop(&mut cluster, 2, how);
+            if request_between {
+                let r = cluster.router().search(&gallery, &json!({"limit": 1000}));
+                assert_error(&r, 503, "STORAGE_ERROR", Some("shard"), Some(&json!(cluster.shard_url(1))));
+            }
+            let (dir_1, dir_2) = (cluster.shard_dir(1), cluster.shard_dir(2));
+            cluster.restart_shard_on(1, &dir_2);
+            cluster.restart_shard_on(2, &dir_1);
+            assert_refused_shard(&cluster, 1, &gallery, &["shard 2 of 3"], &variant);
+            cluster.kill_shard(1);
+            cluster.kill_shard(2);
+            cluster.restart_shard(1);
+            cluster.restart_shard(2);
+            whole(&cluster, &variant);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1004,13 +1004,34 @@ impl Cluster {
         assert!(server.wait_exit(Duration::from_secs(10)).is_some(), "shard {i} did not die of kill -9");
     }
 
+    /// `SIGTERM` of shard `i`; returns once it has shut down.
+    pub fn terminate_shard(&mut self, i: usize) {
+        let mut server = self.shards[i].server.take().unwrap_or_else(|| panic!("shard {i} is not running"));
+        send_signal(server.server_pid(), "TERM");
+        let status = server.wait_exit(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "shard {i} did not shut down on SIGTERM: {status:?}");
+    }
+
+    /// Shard `i`'s data dir.
+    pub fn shard_dir(&self, i: usize) -> PathBuf {
+        self.shards[i].data_dir.clone()
+    }
+
     /// Starts shard `i` again on its data dir and port (killing it first if it runs).
     pub fn restart_shard(&mut self, i: usize) {
+        let dir = self.shard_dir(i);
+        self.restart_shard_on(i, &dir);
+    }
+
+    /// Starts shard `i`'s process again on its port but on `data_dir` (an empty dir, or another
+    /// shard's, which must be stopped), killing it first if it runs. A later
+    /// [`Cluster::restart_shard`] goes back to its own data dir.
+    pub fn restart_shard_on(&mut self, i: usize, data_dir: &Path) {
         if self.shards[i].server.is_some() {
             self.kill_shard(i);
         }
         let shard = &self.shards[i];
-        let args = shard_args(&shard.data_dir, shard.port);
+        let args = shard_args(data_dir, shard.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         let server = loop {
             match Server::launch(&args, None, true) {
