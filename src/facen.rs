@@ -1,4 +1,5 @@
-//! Feature vectors ("facens") on the wire: base64 of little-endian float32 components.
+//! Feature vectors ("facens") on the wire: base64 of little-endian float32 components, or
+//! (from clients, for convenience) a JSON array of numbers. Answers always give base64.
 //!
 //! A facen is stored as the float32 values it decodes to and encoded again on the way out,
 //! so that a client gets back exactly the bytes it sent. Scores are cosine similarities:
@@ -26,6 +27,28 @@ pub fn decode(text: &str, dim: usize) -> Result<Vec<f32>, String> {
         ));
     }
     floats(&bytes)
+}
+
+/// Reads a facen given as JSON: a base64 string, or an array of `dim` numbers (each read as
+/// the nearest float32, which must be finite).
+pub fn from_json(value: &serde_json::Value, dim: usize) -> Result<Vec<f32>, String> {
+    match value {
+        serde_json::Value::String(text) => decode(text, dim),
+        serde_json::Value::Array(items) => {
+            if items.len() != dim {
+                return Err(format!("facen has {} numbers, expected {dim}", items.len()));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item.as_f64().map(|x| x as f32) {
+                    Some(x) if x.is_finite() => Ok(x),
+                    _ => Err(format!("facen component {i} is {item}, expected a finite float32 number")),
+                })
+                .collect()
+        }
+        _ => Err(format!("facen must be a base64 string or an array of {dim} numbers")),
+    }
 }
 
 /// Decodes a facen of any length (a whole number of float32 values).
@@ -70,6 +93,17 @@ pub fn inverse_norm(vector: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_facen_is_base64_or_an_array_of_numbers() {
+        let v = [0.5f32, -1.25, 3.0];
+        assert_eq!(from_json(&serde_json::json!(encode(&v)), 3).unwrap(), v);
+        assert_eq!(from_json(&serde_json::json!([0.5, -1.25, 3]), 3).unwrap(), v);
+        assert_eq!(from_json(&serde_json::json!([0.5, -1.25]), 3).unwrap_err(), "facen has 2 numbers, expected 3");
+        assert!(from_json(&serde_json::json!([0.5, "x", 3]), 3).unwrap_err().contains("component 1"));
+        assert!(from_json(&serde_json::json!([0.5, 1e300, 3]), 3).unwrap_err().contains("component 1"));
+        assert!(from_json(&serde_json::json!(7), 3).unwrap_err().contains("base64 string or an array of 3"));
+    }
 
     #[test]
     fn round_trip_is_byte_identical() {

@@ -41,10 +41,7 @@ fn face_id(object: &Map<String, Json>, index: usize) -> Result<u64> {
 }
 
 fn vector(value: &Json, id: u64, dim: usize) -> Result<Vec<f32>> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| Error::bad_param("facen", format!("face {id}: facen must be a base64 string")).with_value(id))?;
-    facen::decode(text, dim).map_err(|e| Error::bad_param("facen", format!("face {id}: {e}")).with_value(id))
+    facen::from_json(value, dim).map_err(|e| Error::bad_param("facen", format!("face {id}: {e}")).with_value(id))
 }
 
 /// The meta values a client gave, by schema position; `null` values are skipped.

@@ -145,11 +145,10 @@ fn parse_facen_filter(value: Option<&Json>, dim: usize) -> Result<Option<FacenFi
         }
     };
     reject_unknown_keys(filter, &["data", "score"], "filter.facen.")?;
-    let data = filter
-        .get("data")
-        .and_then(Json::as_str)
-        .ok_or_else(|| Error::bad_param("filter.facen.data", "filter.facen.data must be a base64 string"))?;
-    let vector = facen::decode(data, dim).map_err(|e| Error::bad_param("filter.facen.data", e))?;
+    let data = filter.get("data").ok_or_else(|| {
+        Error::bad_param("filter.facen.data", "filter.facen.data (a base64 string or an array of numbers) is missing")
+    })?;
+    let vector = facen::from_json(data, dim).map_err(|e| Error::bad_param("filter.facen.data", e))?;
     let (min_score, max_score) = match filter.get("score") {
         None | Some(Json::Null) => (-1.0, 1.0),
         Some(score) => {

@@ -67,6 +67,53 @@ fn facen_round_trip_is_byte_identical() {
     assert_eq!(r.json()["facen"], json!(facen(&v)));
 }
 
+/// A facen may be sent as a JSON array of numbers (each taken as the nearest float32) in adds,
+/// updates and searches; answers give it in base64.
+#[test]
+fn a_facen_given_as_an_array_of_numbers() {
+    let s = shared();
+    let g = s.new_gallery("array_facen");
+    let v = rand_vec(11, DIM);
+    s.add_ok(&g, &json!([{"id": 3, "facen": v, "meta": {"cam_id": "a"}}]));
+    assert_eq!(s.fetch(&g, 3)["facen"], json!(facen(&v)));
+    let r = s.search(&g, &json!({"limit": 1, "filter": {"facen": {"data": v}}}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hit = &r.json()["results"][0];
+    assert_eq!((hit["id"].clone(), hit["score"].as_f64().map(|x| x > 0.9999)), (json!(3), Some(true)), "{hit}");
+    let w = rand_vec(12, DIM);
+    let r = s.post_json(&format!("/v2/faces/update/{g}"), &json!([{"id": 3, "facen": w}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["facen"], json!(facen(&w)));
+    let r = s.search(&g, &json!({"filter": {"facen": {"data": [0.5, 1.0]}}}));
+    assert_error(&r, 400, "BAD_PARAM", Some("filter.facen.data"), None);
+    assert!(error_message(&r).contains(&format!("2 numbers, expected {DIM}")), "{}", r.body);
+}
+
+/// `GET /v2/faces/get/{name}/{id}`: one face as stored, or the error naming what is missing.
+#[test]
+fn get_one_face_by_id() {
+    let s = shared();
+    let g = s.new_gallery("get_face");
+    let v = rand_vec(21, DIM);
+    let meta = json!({"cam_id": "223900", "person_id": 7});
+    s.add_ok(&g, &json!([face(u64::MAX, &v, meta.clone()), face(5, &v, json!({}))]));
+    let r = s.get(&format!("/v2/faces/get/{g}/{}", u64::MAX));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"id": u64::MAX, "facen": facen(&v), "meta": full_meta(meta)}));
+    assert_eq!(r.json(), s.fetch(&g, u64::MAX), "the face a search by id gives");
+    assert_error(&s.get(&format!("/v2/faces/get/{g}/6")), 404, "NOT_FOUND", Some("id"), Some(&json!(6)));
+    let missing = format!("{g}_none");
+    assert_error(&s.get(&format!("/v2/faces/get/{missing}/5")), 404, "GALLERY_NOT_FOUND", Some("name"), None);
+    for bad in ["-1", "18446744073709551616", "1.5", "x"] {
+        let r = s.get(&format!("/v2/faces/get/{g}/{bad}"));
+        assert_error(&r, 400, "BAD_PARAM", Some("id"), Some(&json!(bad)));
+    }
+    assert_error(&s.get("/v2/faces/get/bad.name/5"), 400, "BAD_PARAM", Some("name"), None);
+    let r = s.post_empty(&format!("/v2/faces/get/{g}/5"));
+    assert_error(&r, 405, "MALFORMED_REQUEST", Some("method"), None);
+    assert_eq!(r.header("allow"), Some("GET"), "{:?}", r.headers);
+}
+
 #[test]
 fn facen_padding_is_optional_and_comes_back_padded() {
     let s = shared();
@@ -222,6 +269,10 @@ fn a_bad_face_in_a_batch_adds_nothing() {
         ("NaN", with_facen(&facen(&nan)), facen_err()),
         ("+inf", with_facen(&facen(&inf)), facen_err()),
         ("-inf", with_facen(&facen(&ninf)), facen_err()),
+        ("array of 127 numbers", json!({"id": bad_id, "facen": rand_vec(2, DIM - 1)}), facen_err()),
+        ("array with a string", json!({"id": bad_id, "facen": vec!["0.5"; DIM]}), facen_err()),
+        ("array with 1e39, past float32", json!({"id": bad_id, "facen": vec![1e39; DIM]}), facen_err()),
+        ("facen an object", json!({"id": bad_id, "facen": {"data": ok_facen}}), facen_err()),
         ("facen missing", json!({"id": bad_id, "meta": {}}), bad400("facen", None)),
         ("facen null", json!({"id": bad_id, "facen": null}), bad400("facen", None)),
         ("unknown meta key", with_meta(json!({"cam_id": "x", "nope": 1})), bad400("meta.nope", None)),
