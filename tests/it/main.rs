@@ -16,6 +16,7 @@ mod faces;
 mod filters;
 mod galleries;
 mod index;
+mod openapi;
 mod prop_search;
 mod search;
 mod seed_examples;
