@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod crash;
 mod detect;
+mod doc_examples;
 mod durability;
 mod errors;
 mod faces;
