@@ -202,7 +202,8 @@ pub async fn serve_router(config: RouterConfig) -> anyhow::Result<()> {
             FrontEnd { remote: Some(remote), ..FrontEnd::without_detection("", uploads) }
         }
     };
-    let front = Arc::new(front);
+    let front =
+        Arc::new(FrontEnd { return_facen_setting: "limits.allow-return-facen in the router's config", ..front });
     let app = router::routes(cluster, config.max_body_bytes, front);
     let listener = listen(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, shards = storage.shards.len(), "routing");

@@ -37,6 +37,9 @@ pub struct FrontEnd {
     pub uploads: Option<Uploads>,
     /// Detection by another process instead of `extractor`.
     pub remote: Option<RemoteExtraction>,
+    /// The setting that allows `return_facen`, as the 403 refusing it names it: a flag of
+    /// `serve` and `extract`, a key of a router's config.
+    pub return_facen_setting: &'static str,
 }
 
 /// Detection by a `facedb extract` elsewhere (a router's `extraction-api`).
@@ -53,7 +56,13 @@ pub struct RemoteExtraction {
 impl FrontEnd {
     /// A front-end without detection; `reason` says why.
     pub fn without_detection(reason: impl Into<String>, uploads: Option<Uploads>) -> FrontEnd {
-        FrontEnd { extractor: None, reason: reason.into(), uploads, remote: None }
+        FrontEnd {
+            extractor: None,
+            reason: reason.into(),
+            uploads,
+            remote: None,
+            return_facen_setting: "--allow-return-facen",
+        }
     }
 
     fn extractor(&self) -> Result<&Arc<Extractor>> {
@@ -110,7 +119,8 @@ fn flag(name: &str, value: &str) -> Result<bool> {
 }
 
 /// The query string of `/v2/detect`.
-fn detect_options(query: Option<&str>, allow_return_facen: bool) -> Result<(DetectOptions, bool)> {
+/// `allow_return_facen` is off unless `setting` turns it on.
+fn detect_options(query: Option<&str>, allow_return_facen: bool, setting: &str) -> Result<(DetectOptions, bool)> {
     let mut detector = Detector::Hog;
     let mut upsample = None;
     let (mut facen, mut return_facen, mut autorotate) = (false, false, false);
@@ -153,7 +163,7 @@ fn detect_options(query: Option<&str>, allow_return_facen: bool) -> Result<(Dete
         return Err(Error::new(
             403,
             ErrorKind::BadParam,
-            "return_facen is turned off on this server (start it with --allow-return-facen to allow it)",
+            format!("return_facen is turned off on this server ({setting} allows it)"),
         )
         .with_param("return_facen"));
     }
@@ -234,8 +244,13 @@ fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: usize) -
 /// `POST /v2/detect` through another process: the request goes on as it came (asking for the
 /// facens when the client wants them, to keep them here); the answer's faces are cached here
 /// under ids of this process, and lose their facens unless the client asked for them.
-async fn forward(remote: &RemoteExtraction, query: Option<&str>, request: Request<Body>) -> Result<Response> {
-    let (options, return_facen) = detect_options(query, remote.allow_return_facen)?;
+async fn forward(
+    front: &FrontEnd,
+    remote: &RemoteExtraction,
+    query: Option<&str>,
+    request: Request<Body>,
+) -> Result<Response> {
+    let (options, return_facen) = detect_options(query, remote.allow_return_facen, front.return_facen_setting)?;
     let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
     let limit = remote.body_image_length + (64 << 10);
     let body =
@@ -306,10 +321,11 @@ async fn forward(remote: &RemoteExtraction, query: Option<&str>, request: Reques
 /// `POST /v2/detect`.
 async fn detect(State(front): State<Arc<FrontEnd>>, uri: Uri, request: Request<Body>) -> Result<Response> {
     if let Some(remote) = &front.remote {
-        return forward(remote, uri.query(), request).await;
+        return forward(&front, remote, uri.query(), request).await;
     }
     let extractor = front.extractor()?;
-    let (options, return_facen) = detect_options(uri.query(), extractor.config().allow_return_facen)?;
+    let (options, return_facen) =
+        detect_options(uri.query(), extractor.config().allow_return_facen, front.return_facen_setting)?;
     let bytes = photo_bytes(request, extractor).await?;
     let detection = extractor.detect(bytes, options).await?;
     let mut response = axum::Json(detection_json(&detection, return_facen)).into_response();
@@ -490,30 +506,32 @@ mod tests {
 
     #[test]
     fn query_flags_take_true_and_on() {
-        let (options, ret) = detect_options(Some("facen=on&autorotate=true&detector=cnn&upsample=2"), false).unwrap();
+        let (options, ret) =
+            detect_options(Some("facen=on&autorotate=true&detector=cnn&upsample=2"), false, "--allow-return-facen")
+                .unwrap();
         assert_eq!(options, DetectOptions { detector: Detector::Cnn, upsample: 2, facen: true, autorotate: true });
         assert!(!ret);
-        let (options, _) = detect_options(None, false).unwrap();
+        let (options, _) = detect_options(None, false, "--allow-return-facen").unwrap();
         assert_eq!(options, DetectOptions { detector: Detector::Hog, upsample: 1, facen: false, autorotate: false });
-        let (options, ret) = detect_options(Some("return_facen=true"), true).unwrap();
+        let (options, ret) = detect_options(Some("return_facen=true"), true, "--allow-return-facen").unwrap();
         assert!(options.facen && ret);
     }
 
     #[test]
     fn bad_flags_are_named() {
-        let err = detect_options(Some("return_facen=on"), false).unwrap_err();
+        let err = detect_options(Some("return_facen=on"), false, "--allow-return-facen").unwrap_err();
         assert_eq!((err.code, err.param.as_deref()), (403, Some("return_facen")));
         assert!(err.message.contains("--allow-return-facen"));
-        let err = detect_options(Some("gender=on"), false).unwrap_err();
+        let err = detect_options(Some("gender=on"), false, "--allow-return-facen").unwrap_err();
         assert_eq!((err.code, err.kind), (501, ErrorKind::NotImplemented));
-        assert!(detect_options(Some("age=off"), false).is_ok());
-        let err = detect_options(Some("upsample=9"), false).unwrap_err();
+        assert!(detect_options(Some("age=off"), false, "--allow-return-facen").is_ok());
+        let err = detect_options(Some("upsample=9"), false, "--allow-return-facen").unwrap_err();
         assert_eq!(err.param.as_deref(), Some("upsample"));
-        let err = detect_options(Some("detector=mtcnn"), false).unwrap_err();
+        let err = detect_options(Some("detector=mtcnn"), false, "--allow-return-facen").unwrap_err();
         assert_eq!(err.param.as_deref(), Some("detector"));
-        let err = detect_options(Some("facen=maybe"), false).unwrap_err();
+        let err = detect_options(Some("facen=maybe"), false, "--allow-return-facen").unwrap_err();
         assert_eq!(err.param.as_deref(), Some("facen"));
-        let err = detect_options(Some("colour=on"), false).unwrap_err();
+        let err = detect_options(Some("colour=on"), false, "--allow-return-facen").unwrap_err();
         assert_eq!(err.param.as_deref(), Some("colour"));
     }
 }

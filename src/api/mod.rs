@@ -63,12 +63,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(
-                    413,
-                    ErrorKind::BadParam,
-                    "the request body is larger than the server accepts (max_body_bytes)",
-                )
-                .with_param("body")
+                // `finish` refuses a body over the limit before this is reached.
+                Error::new(413, ErrorKind::BadParam, "the request body is too large (max_body_bytes)")
+                    .with_param("body")
             } else {
                 Error::malformed(format!("cannot read the request body: {rejection}"))
             }
@@ -434,31 +431,60 @@ pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>)
         .route("/v2/{name}/search", post(faces_search))
         .layer(axum::middleware::from_fn_with_state(state.clone(), expect_cluster))
         .merge(admin)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        // Checked before routing (`finish`), with the same limit.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    let body_limit = config.max_body_bytes.max(detect::body_limit(&front));
-    Ok(finish(galleries.merge(detect::routes(front)), body_limit, body_over_every_limit(body_limit)))
+    let limits = BodyLimits::new(Some(config.max_body_bytes), &front);
+    Ok(finish(galleries.merge(detect::routes(front)), limits))
+}
+
+/// How large a request body may be: `max_body_bytes` for the galleries API, the photo limit
+/// (`body_image_length`, plus room for a multipart envelope) for `/v2/detect`. One check,
+/// before routing, so that every refusal of a body states the limit that applies to it.
+#[derive(Clone)]
+pub(crate) struct BodyLimits {
+    /// `None` on a server without the galleries API (`facedb extract`).
+    json: Option<usize>,
+    photo: usize,
+    photo_too_large: Error,
+}
+
+impl BodyLimits {
+    pub(crate) fn new(max_body_bytes: Option<usize>, front: &FrontEnd) -> BodyLimits {
+        BodyLimits {
+            json: max_body_bytes,
+            photo: detect::body_limit(front),
+            photo_too_large: detect::photo_too_large(front),
+        }
+    }
+
+    /// The limit of a path and the refusal of a body over it.
+    fn of(&self, path: &str) -> (usize, Error) {
+        match self.json {
+            Some(limit) if !path.starts_with("/v2/detect") => (limit, body_too_large(limit)),
+            _ => (self.photo, self.photo_too_large.clone()),
+        }
+    }
+}
+
+/// The refusal of a galleries API body over `max_body_bytes`.
+fn body_too_large(limit: usize) -> Error {
+    Error::new(413, ErrorKind::BadParam, format!("the request body is larger than {limit} bytes (max_body_bytes)"))
+        .with_param("body")
 }
 
 /// The API's answers to unknown paths and wrong methods, on a router of routes.
-/// Every request's body is read whole (at most `body_limit` bytes, the largest any route takes)
+/// Every request's body is read whole (at most the limit of its path, see [`BodyLimits`])
 /// before routing: a refusal made before a handler reads the body (a bad gallery name or query
 /// parameter, an unknown path, a wrong method) then reaches a client still sending a large body,
-/// instead of a connection closed under it. A larger body is refused with `too_large`.
-pub(crate) fn finish(routes: Router, body_limit: usize, too_large: Error) -> Router {
+/// instead of a connection closed under it.
+pub(crate) fn finish(routes: Router, limits: BodyLimits) -> Router {
     routes.fallback(unknown_path).method_not_allowed_fallback(wrong_method).layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| read_body_first(request, next, body_limit, too_large.clone()),
+        move |request: Request, next: Next| {
+            let (limit, too_large) = limits.of(request.uri().path());
+            read_body_first(request, next, limit, too_large)
+        },
     ))
-}
-
-/// The refusal of a body over every route's limit.
-pub(crate) fn body_over_every_limit(limit: usize) -> Error {
-    Error::new(
-        413,
-        ErrorKind::BadParam,
-        format!("the request body is larger than {limit} bytes, the most any endpoint accepts"),
-    )
-    .with_param("body")
 }
 
 async fn read_body_first(request: Request, next: Next, limit: usize, too_large: Error) -> Response {
@@ -479,6 +505,6 @@ async fn read_body_first(request: Request, next: Next, limit: usize, too_large: 
 
 /// The routes of `facedb extract`: detection alone, no galleries.
 pub fn extract_router(front: Arc<FrontEnd>) -> Router {
-    let (body_limit, too_large) = (detect::body_limit(&front), detect::photo_too_large(&front));
-    finish(detect::routes(front), body_limit, too_large)
+    let limits = BodyLimits::new(None, &front);
+    finish(detect::routes(front), limits)
 }

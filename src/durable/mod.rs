@@ -378,6 +378,13 @@ fn replay_log(
     let log = read_log_each(&wal_dir, &ReadOptions { after, force: config.force_recovery }, |entry| {
         replayed += 1;
         replay_entry(&engine, &entry, &mut recorded, config.force_recovery)
+    })
+    .map_err(|e| match config.force_recovery {
+        true => e,
+        false => format!(
+            "{e}; if the log is damaged, --force-recovery (force_recovery: true) starts anyway, skipping and \
+             reporting what cannot be read (the writes in it are lost)"
+        ),
     })?;
     recovery.replayed = replayed;
     recovery.truncated = log.truncated.clone();

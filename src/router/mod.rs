@@ -852,10 +852,11 @@ pub fn routes(cluster: Arc<Cluster>, max_body_bytes: usize, front: Arc<FrontEnd>
         .route("/v2/faces/update/{name}", post(faces_update))
         .route("/v2/faces/search/{name}", post(faces_search))
         .route("/v2/{name}/search", post(faces_search))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Checked before routing (`api::finish`), with the same limit.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    let body_limit = max_body_bytes.max(detect::body_limit(&front));
-    api::finish(galleries.merge(detect::routes(front)), body_limit, api::body_over_every_limit(body_limit))
+    let limits = api::BodyLimits::new(Some(max_body_bytes), &front);
+    api::finish(galleries.merge(detect::routes(front)), limits)
 }
 
 #[cfg(test)]

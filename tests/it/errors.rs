@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::common::{assert_error, face, face_r, shared, Server};
+use crate::common::{assert_error, error_message, face, face_r, shared, Server};
 
 #[test]
 fn unknown_paths_are_404_not_found() {
@@ -140,10 +140,11 @@ fn refusals_reach_clients_still_sending_a_large_body() {
         assert_eq!(r.status, status, "{method} {path}: {}", r.body);
     }
     assert_eq!(s.count(&g), 0);
-    // A body claimed larger than any endpoint takes is refused at once, without being read.
+    // A body claimed larger than the limit is refused at once, without being read, with the
+    // same message (the same limit) as one found too large as it is read.
     let r = s.raw_request_claiming(&format!("POST /v2/faces/add/{g} HTTP/1.1"), 1 << 30, b"[]");
     assert_error(&r, 413, "BAD_PARAM", Some("body"), None);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("the most any endpoint accepts"), "{}", r.body);
+    assert!(error_message(&r).contains("bytes (max_body_bytes)"), "{}", r.body);
 }
 
 #[test]
@@ -157,10 +158,13 @@ fn body_over_max_body_bytes_is_413() {
     let r = s.post("/v2/faces/search/g", &at_limit);
     assert_eq!(r.status, 200, "{}", r.body);
 
-    // one byte more: 413
+    // one byte more: 413, stating the limit; a body claimed far larger gets the same words
     let over = format!("{{}}{}", " ".repeat(1023));
     let r = s.raw_request("POST /v2/faces/search/g HTTP/1.1", over.as_bytes());
     assert_error(&r, 413, "BAD_PARAM", Some("body"), None);
+    assert_eq!(error_message(&r), "the request body is larger than 1024 bytes (max_body_bytes)");
+    let r = s.raw_request_claiming("POST /v2/faces/search/g HTTP/1.1", 1 << 30, b"{}");
+    assert_eq!(error_message(&r), "the request body is larger than 1024 bytes (max_body_bytes)");
 
     // a face batch that is too large adds nothing
     let batch: Vec<_> = (0..60u64).map(|i| face(i, &[1.0, i as f32, 0.0, 0.5], json!({"cam_id": "padding"}))).collect();
