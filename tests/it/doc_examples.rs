@@ -28,7 +28,8 @@
 //! **Comparing.** HTTP headers are compared only where the document shows some: of a response
 //! head (`curl -D -`) only the headers the document lists are kept, names in any case. The rest
 //! is compared as a sequence of items: a JSON value (which may span lines; whitespace outside
-//! strings does not count, so a pretty-printed value equals its compact form) or a line of text.
+//! strings does not count, so a pretty-printed value equals its compact form, nor do the
+//! trailing zeros of a number's fraction: `1.0` is `1`, as jq 1.6 writes it) or a line of text.
 //! The masking vocabulary, for what changes from run to run (ids, timings, paths, facens):
 //!
 //! - `...` inside a JSON string stands for any text of that string: `"message":"..."` matches
@@ -570,6 +571,7 @@ fn items(text: &str) -> Vec<String> {
                     break;
                 }
             }
+            item = trim_fractions(&item);
         } else {
             while i < chars.len() && chars[i] != '\n' {
                 item.push(chars[i]);
@@ -580,6 +582,46 @@ fn items(text: &str) -> Vec<String> {
         items.push(item);
     }
     items
+}
+
+/// The JSON item with the trailing zeros of its numbers' fractions removed (`1.0` is `1`,
+/// `0.50` is `0.5`), outside strings: the server writes `1.0` where jq 1.6 writes `1`.
+fn trim_fractions(item: &str) -> String {
+    let chars: Vec<char> = item.chars().collect();
+    let mut out = String::new();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        out.push(c);
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_digit() && chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)
+        {
+            let mut fraction = String::new();
+            i += 1;
+            while let Some(&d) = chars.get(i).filter(|d| d.is_ascii_digit()) {
+                fraction.push(d);
+                i += 1;
+            }
+            let kept = fraction.trim_end_matches('0');
+            if !kept.is_empty() {
+                out.push('.');
+                out.push_str(kept);
+            }
+        }
+    }
+    out
 }
 
 /// The values of the JSON keys `keys` replaced by `"<masked>"`.
@@ -732,6 +774,11 @@ fn the_runner_masks_only_what_its_vocabulary_says() {
     // Pretty and compact JSON are the same; two values on one line are two items.
     assert!(ok("{\"a\": [1,\n  2]}\n{\"b\":2}", "{\"a\":[1,2]}{\"b\":2}"));
     assert!(!ok("{\"a\":1}", "{\"a\":2}"));
+    // Numbers: trailing zeros of a fraction do not count (jq 1.6 writes 1.0 as 1), digits do.
+    assert!(ok("[1.0,0.50,\"1.0\",10]", "[1,0.5,\"1.0\",10]"));
+    assert!(!ok("[\"1.0\"]", "[\"1\"]"));
+    assert!(!ok("[0.96]", "[0.969]"));
+    assert!(ok("[0.96...]", "[0.9693]"));
     // Masked keys.
     assert!(compare(r#"{"seconds":0.5,"x":"a"}"#, r#"{"seconds":0.25,"x":"a"}"#, &["seconds".into()]).is_ok());
     assert!(compare(r#"{"seconds":0.5,"x":"a"}"#, r#"{"seconds":0.25,"x":"b"}"#, &["seconds".into()]).is_err());
