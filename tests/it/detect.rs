@@ -325,6 +325,7 @@ fn bad_requests_are_refused_with_the_reason() {
     let plain = start(1, &[]);
     let r = plain.post_bytes("/v2/detect?return_facen=on", b"x", None);
     assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
+    assert!(error_message(&r).contains("(--allow-return-facen allows it)"), "{}", r.body);
     // A refusal comes after the body is read: a client still sending a large photo gets the
     // answer, not a broken pipe.
     let large = vec![0xffu8; 4 << 20];
@@ -564,6 +565,7 @@ fn a_router_detects_through_its_extraction_api() {
 
     let r = router.post_bytes("/v2/detect?return_facen=true", &photo("obama.jpg"), Some("image/jpeg"));
     assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
+    assert!(error_message(&r).contains("limits.allow-return-facen"), "a router's setting: {}", r.body);
     let r = router.post_bytes("/v2/detect?return_facen=true", &vec![0xffu8; 4 << 20], Some("image/jpeg"));
     assert_error(&r, 403, "BAD_PARAM", Some("return_facen"), None);
     let plain = one_face(&router, "", &photo("obama3.jpg"));

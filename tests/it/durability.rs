@@ -538,8 +538,10 @@ fn a_corrupt_log_record_stops_the_start_unless_forced() {
 
     let stderr = db.refused(&[]);
     assert!(
-        stderr.contains(&file_name(&segment)) && stderr.contains(&format!("byte {offset}")),
-        "expected the error to name {} and byte {offset}; stderr:\n{stderr}",
+        stderr.contains(&file_name(&segment))
+            && stderr.contains(&format!("byte {offset}"))
+            && stderr.contains("--force-recovery"),
+        "expected the error to name {}, byte {offset} and --force-recovery; stderr:\n{stderr}",
         file_name(&segment)
     );
 
