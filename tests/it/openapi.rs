@@ -275,6 +275,11 @@ impl<'d> Checker<'d> {
         self.call(server, "POST", path, None, None, want)
     }
 
+    /// POST of a binary body (a photo) with its content type.
+    fn post_bytes_as(&mut self, server: &Server, path: &str, body: &[u8], content_type: &str, want: u16) -> Resp {
+        self.call(server, "POST", path, Some(body), Some(content_type), want)
+    }
+
     /// A request with extra header lines (`Name: value\r\n...`, without the last CRLF).
     fn with_headers(
         &mut self,
@@ -619,12 +624,6 @@ fn serve_default(doc: &Doc) -> Checker<'_> {
     ck
 }
 
-impl Checker<'_> {
-    fn post_bytes_as(&mut self, server: &Server, path: &str, body: &[u8], content_type: &str, want: u16) -> Resp {
-        self.call(server, "POST", path, Some(body), Some(content_type), want)
-    }
-}
-
 /// `facedb serve --shards 2` on the example schema, with a memory limit.
 fn serve_two_shards(doc: &Doc) -> Checker<'_> {
     let mut ck = Checker::new(doc, "serve --shards 2");
@@ -689,6 +688,8 @@ fn cluster(doc: &Doc) -> Checker<'_> {
             ck.with_headers(s0, method, &path, &elsewhere, b"{}", 421);
             ck.with_headers(s0, method, &path, "X-Facedb-Cluster: nonsense", b"{}", 400);
         }
+        // A method the path does not take is refused as such, header or not.
+        ck.with_headers(s0, "PUT", &path, &elsewhere, b"", 405);
     }
     ck.post_bytes_as(s0, "/v2/detect", b"\xff\xd8\xff", "image/jpeg", 503);
     ck.get(s0, &format!("/uploads/{}.png", "0".repeat(64)), 404);
