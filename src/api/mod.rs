@@ -329,8 +329,8 @@ async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
 }
 
 /// `GET /v2/admin/cluster`: what a router needs of a shard: its cluster record, the facen size,
-/// the schema and the search limit, and how many faces it holds (an unclaimed shard with faces
-/// cannot join a cluster).
+/// the schema and the search limit, and how many faces and galleries it holds (an unclaimed
+/// shard with faces cannot join a cluster, nor an empty one beside claimed shards with galleries).
 async fn cluster_get(State(state): State<AppState>) -> Reply {
     let record = state.record.read().clone();
     Ok(json_reply(shard_info(&state.database, record.as_ref())))
@@ -344,6 +344,7 @@ fn shard_info(database: &Database, record: Option<&ClusterRecord>) -> Json {
         "max_search_limit": engine.config().max_search_limit,
         "schema": engine.schema().to_yaml(),
         "faces": engine.counted_faces(),
+        "galleries": engine.list_galleries().len(),
     })
 }
 

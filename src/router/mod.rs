@@ -103,19 +103,24 @@ impl Cluster {
         let (claimed, new): (Vec<_>, Vec<_>) =
             infos.into_iter().enumerate().partition(|(_, info)| info.as_ref().is_ok_and(|i| !i["cluster"].is_null()));
         for (k, info) in claimed.into_iter().chain(new) {
+            let name = &self.shards[k].name;
             match info {
-                Ok(info) if info["cluster"].is_null() && !everyone_answered && self.id.lock().is_none() => {
+                Ok(info) if info["cluster"].is_null() && !everyone_answered => {
                     tracing::warn!(
-                        shard = %self.shards[k].name,
+                        shard = %name,
                         "new, and claimed once every shard has answered (one that has not may already belong to a cluster)"
                     );
                 }
-                Ok(info) => self
-                    .admit(k, &info)
-                    .await
-                    .map_err(|e| format!("storage-api.shards[{k}] ({}): {e}", self.shards[k].name))?,
+                // A new shard the router cannot take (one that holds faces, or a lost shard back
+                // empty) does not stop the others from being served: its requests get a 503
+                // naming it, and it is checked again on each.
+                Ok(info) if info["cluster"].is_null() => {
+                    if let Err(e) = self.admit(k, &info).await {
+                        tracing::error!(shard = %name, "not taken into the cluster: {e}");
+                    }
+                }
+                Ok(info) => self.admit(k, &info).await.map_err(|e| format!("storage-api.shards[{k}] ({name}): {e}"))?,
                 Err(failure) => {
-                    let name = &self.shards[k].name;
                     let error = failure.into_error(name);
                     tracing::warn!(shard = %name, "not reachable at start, checked when it answers: {}", error.message);
                 }
@@ -185,11 +190,7 @@ impl Cluster {
                          router's rule; start it on an empty data dir and add the faces through the router"
                     ));
                 }
-                let known = self.id.lock().clone();
-                let id = match known {
-                    Some(id) => id,
-                    None => self.cluster_id_for_new_shard().await?,
-                };
+                let id = self.cluster_id_for_new_shard(k).await?;
                 let claim = ClusterRecord { id, shard: k, shards: n };
                 let body = serde_json::to_value(&claim).map_err(|e| e.to_string())?;
                 shard.claim(&body).await.map_err(|f| f.into_error(&shard.name).message)?;
@@ -201,13 +202,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// The cluster id a new shard is claimed under when no shard with a record was seen yet:
-    /// the id another shard of the list records, or a new one. Only once every shard has
-    /// answered: one that has not may hold the cluster's record, and a made-up id would split the
-    /// cluster in two.
-    async fn cluster_id_for_new_shard(&self) -> Result<String, String> {
+    /// The cluster id new shard `k` is claimed under: the id the other shards record, or a new
+    /// one. Only once every shard has answered: one that has not may hold the cluster's record,
+    /// and a made-up id would split the cluster in two. Refused when a shard of the cluster holds
+    /// a gallery: galleries are made on every shard, and a cluster's shards are claimed before
+    /// any is made, so an empty shard without a record beside them is one of theirs back on a
+    /// new data dir, whatever the router saw before (it may have been restarted meanwhile).
+    async fn cluster_id_for_new_shard(&self, k: usize) -> Result<String, String> {
         let infos = join_all(self.shards.iter().map(Shard::info)).await;
         let mut recorded = None;
+        let mut with_galleries = Vec::new();
         for (position, (shard, info)) in self.shards.iter().zip(infos).enumerate() {
             match info {
                 Ok(info) => {
@@ -224,6 +228,9 @@ impl Cluster {
                             ));
                         }
                         recorded.get_or_insert_with(|| id.to_owned());
+                        if info["galleries"].as_u64().unwrap_or(0) > 0 {
+                            with_galleries.push(shard.name.as_str());
+                        }
                     }
                 }
                 Err(failure) => {
@@ -236,7 +243,20 @@ impl Cluster {
                 }
             }
         }
-        Ok(self.id.lock().get_or_insert_with(|| recorded.unwrap_or_else(new_cluster_id)).clone())
+        let id = self.id.lock().get_or_insert_with(|| recorded.unwrap_or_else(new_cluster_id)).clone();
+        if !with_galleries.is_empty() {
+            let claim = ClusterRecord { id: id.clone(), shard: k, shards: self.shards.len() };
+            return Err(format!(
+                "belongs to no cluster, but {} of cluster {id} already hold galleries: it must be a shard of this \
+                 cluster back on a new, empty data dir, and the faces placed on it would be missing. Start it on \
+                 its own data dir; if that data is lost for good, claim it by hand to go on without its faces: \
+                 curl -X POST {}admin/cluster --data '{}'",
+                with_galleries.join(", "),
+                self.shards[k].name,
+                serde_json::to_string(&claim).map_err(|e| e.to_string())?
+            ));
+        }
+        Ok(id)
     }
 
     /// Makes sure shard `k` was verified since it last failed; an unreachable or mismatched

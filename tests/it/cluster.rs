@@ -653,6 +653,43 @@ fn a_shard_back_on_another_data_dir_is_refused_whatever_happened_in_between() {
     }
 }
 
+/// A router started afresh over a cluster whose shard 2 lost its data dir (replaced by an empty
+/// one) does not claim that shard: the others hold galleries, which a cluster only has once all
+/// its shards were claimed. The router starts, logs it, answers 503 naming the shard (with the
+/// way to claim it by hand), and serves the others with `ignore_errors`. Claimed by hand as the
+/// message says, the shard is used again, without the faces it lost.
+#[test]
+fn a_restarted_router_does_not_claim_a_lost_shard_back_empty() {
+    let mut cluster = Cluster::start(3);
+    let gallery = cluster.router().new_gallery("lost");
+    let all: Vec<u64> = (1..=60).collect();
+    cluster.router().add_ok(&gallery, &faces_of(&all));
+    cluster.stop_router();
+    cluster.wipe_shard(2);
+    cluster.start_router(&[0, 1, 2]).unwrap_or_else(|f| panic!("the router with a lost shard: {f:?}"));
+    let url = cluster.shard_url(2);
+    let router = cluster.router();
+    assert!(stderr_says(router, "already hold galleries"), "{}", router.stderr());
+    let r = router.search(&gallery, &json!({"limit": 1000}));
+    assert_error(&r, 503, "STORAGE_ERROR", Some("shard"), Some(&json!(url)));
+    assert!(error_message(&r).contains("already hold galleries"), "{}", r.body);
+    let r = search_ignoring_errors(router, &gallery, &json!({"limit": 1000}));
+    let kept: Vec<u64> = all.iter().copied().filter(|&id| shard_of(id, 3) != 2).collect();
+    assert_eq!(ids(&partial(&r, &url)), kept);
+    let held = |cluster: &Cluster| cluster.shard(2).get("/v2/admin/cluster").json()["cluster"].clone();
+    assert_eq!(held(&cluster), Value::Null, "the lost shard was claimed");
+
+    // The message's command, as an operator would run it.
+    let message = error_message(&router.search(&gallery, &json!({"limit": 1000})));
+    let claim = message.rsplit_once("--data '").map(|(_, c)| c.trim_end_matches('\'')).expect("a claim command");
+    let r = cluster.shard(2).post("/v2/admin/cluster", claim);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The gallery is still missing there (its faces are lost): created again through the router.
+    let r = cluster.router().post_empty(&format!("/v2/galleries/add/{gallery}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ids(&found(cluster.router(), &gallery, &json!({"limit": 1000}))), kept);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Batches across shards
 // ---------------------------------------------------------------------------------------------
