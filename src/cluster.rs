@@ -62,6 +62,10 @@ impl ClusterRecord {
         if self.id.trim().is_empty() {
             return Err("id: the cluster id is empty".into());
         }
+        // It travels in a header (`HEADER`).
+        if !self.id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("id: the cluster id {:?} must be printable ASCII without spaces", self.id));
+        }
         if self.shards == 0 || self.shard >= self.shards {
             return Err(format!("shard: {} is not a position in a cluster of {} shards", self.shard, self.shards));
         }
@@ -242,6 +246,7 @@ mod tests {
         assert!(ClusterRecord::from_header("abc/3/3").is_err(), "a position outside the count");
         assert!(ClusterRecord::from_header("abc/x/3").is_err());
         assert!(ClusterRecord::from_header("1/3").is_err());
+        assert!(ClusterRecord { id: "a b".into(), shard: 0, shards: 1 }.check().is_err(), "not a header value");
         let record = ClusterRecord { id: "c1".into(), shard: 2, shards: 3 };
         write_record(&dir.0, &record).unwrap();
         assert_eq!(read_record(&dir.0).unwrap(), Some(record));

@@ -177,7 +177,7 @@ impl Cluster {
                 }
                 record
             }
-            None if shard.recorded.load(std::sync::atomic::Ordering::Acquire) => {
+            None if shard.was_recorded() => {
                 return Err("came back without its cluster record (started on another data dir?); the faces \
                             placed on it would be missing; start it on its own data dir"
                     .to_owned());

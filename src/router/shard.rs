@@ -91,11 +91,8 @@ pub struct Shard {
     verified: AtomicBool,
     /// One verification of this shard at a time (two requests must not claim it twice).
     pub verifying: tokio::sync::Mutex<()>,
-    /// Whether the shard was seen with its cluster record: if it comes back without one, it
-    /// came back on another data dir, which must not be claimed in its place.
-    pub recorded: AtomicBool,
     /// The record this shard was verified with, as the [`crate::cluster::HEADER`] sent with
-    /// every call but those of the verification itself.
+    /// every call but those of the verification itself; `None` until it was seen with one.
     expected: parking_lot::Mutex<Option<reqwest::header::HeaderValue>>,
 }
 
@@ -115,7 +112,6 @@ impl Shard {
             timeout: Duration::from_secs(3600),
             verified: AtomicBool::new(true),
             verifying: tokio::sync::Mutex::new(()),
-            recorded: AtomicBool::new(false),
             expected: parking_lot::Mutex::new(None),
         }
     }
@@ -128,7 +124,6 @@ impl Shard {
             timeout,
             verified: AtomicBool::new(false),
             verifying: tokio::sync::Mutex::new(()),
-            recorded: AtomicBool::new(false),
             expected: parking_lot::Mutex::new(None),
         }
     }
@@ -149,8 +144,13 @@ impl Shard {
     /// Marks the shard verified as holding `record`: its calls carry it from now on.
     pub fn verified_as(&self, record: &crate::cluster::ClusterRecord) {
         *self.expected.lock() = reqwest::header::HeaderValue::from_str(&record.to_header()).ok();
-        self.recorded.store(true, Ordering::Release);
         self.set_verified(true);
+    }
+
+    /// Whether the shard was seen with its cluster record: if it comes back without one, it
+    /// came back on another data dir, which must not be claimed in its place.
+    pub fn was_recorded(&self) -> bool {
+        self.expected.lock().is_some()
     }
 
     /// Runs `work` on the shard: with a permit, within the timeout; an unreachable remote shard

@@ -545,22 +545,15 @@ fn items(text: &str) -> Vec<String> {
         }
         let mut item = String::new();
         if chars[i] == '{' || chars[i] == '[' {
-            let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+            let (mut depth, mut scan) = (0usize, JsonScan::default());
             while i < chars.len() {
                 let c = chars[i];
                 i += 1;
-                if in_string {
+                if scan.in_string(c) {
                     item.push(c);
-                    match (escaped, c) {
-                        (true, _) => escaped = false,
-                        (false, '\\') => escaped = true,
-                        (false, '"') => in_string = false,
-                        _ => {}
-                    }
                     continue;
                 }
                 match c {
-                    '"' => in_string = true,
                     '{' | '[' => depth += 1,
                     '}' | ']' => depth = depth.saturating_sub(1),
                     c if c.is_whitespace() => continue,
@@ -584,30 +577,45 @@ fn items(text: &str) -> Vec<String> {
     items
 }
 
+/// Where a scan of JSON text is: inside a string (just after a backslash, or not) or outside.
+#[derive(Default)]
+struct JsonScan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonScan {
+    /// Takes the next character; whether it belongs to a string (its quotes included).
+    fn in_string(&mut self, c: char) -> bool {
+        if !self.in_string {
+            self.in_string = c == '"';
+            return self.in_string;
+        }
+        match (self.escaped, c) {
+            (true, _) => self.escaped = false,
+            (false, '\\') => self.escaped = true,
+            (false, '"') => self.in_string = false,
+            _ => {}
+        }
+        true
+    }
+}
+
 /// The JSON item with the trailing zeros of its numbers' fractions removed (`1.0` is `1`,
 /// `0.50` is `0.5`), outside strings: the server writes `1.0` where jq 1.6 writes `1`.
 fn trim_fractions(item: &str) -> String {
     let chars: Vec<char> = item.chars().collect();
     let mut out = String::new();
-    let (mut in_string, mut escaped) = (false, false);
+    let mut scan = JsonScan::default();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         i += 1;
         out.push(c);
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
+        if scan.in_string(c) {
             continue;
         }
-        if c == '"' {
-            in_string = true;
-        } else if c.is_ascii_digit() && chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)
-        {
+        if c.is_ascii_digit() && chars.get(i) == Some(&'.') && chars.get(i + 1).is_some_and(char::is_ascii_digit) {
             let mut fraction = String::new();
             i += 1;
             while let Some(&d) = chars.get(i).filter(|d| d.is_ascii_digit()) {
