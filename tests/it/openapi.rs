@@ -612,8 +612,14 @@ fn serve_default(doc: &Doc) -> Checker<'_> {
         for method in item.operations.keys() {
             let r = s.raw_request_claiming(&format!("{method} {path} HTTP/1.1"), 1 << 30, b"");
             ck.check(method, &path, None, &r, 413);
+            let param = if item.template == "/v2/detect" { "image" } else { "body" };
+            if r.json()["error"]["param"] != json!(param) {
+                ck.fail(format!("{method} {path} with a 1 GiB body: {} (param {param} expected)", r.body));
+            }
         }
     }
+    // max_body_bytes holds on every galleries path, also one that reads no body.
+    ck.call(s, "GET", "/v2/galleries/list", Some(large_body(8192).as_bytes()), None, 413);
     // Every method a path does not document: 405 with its Allow.
     for item in doc.paths.iter().filter(|p| p.template != "/v2/admin/cluster") {
         let path = sample_path(&item.template);
