@@ -673,6 +673,7 @@ fn cluster(doc: &Doc) -> Checker<'_> {
     ck.post(s0, "/v2/admin/cluster", &other, 409);
     ck.post(s0, "/v2/admin/cluster", &json!({"id": "", "shard": 0, "shards": 2}), 400);
     ck.post(s0, "/v2/admin/cluster", &json!({"id": "x", "shard": 2, "shards": 2}), 400);
+    ck.post(s0, "/v2/admin/cluster", &json!({"id": "a b", "shard": 0, "shards": 2}), 400);
     ck.post(s0, "/v2/admin/cluster", &json!([1]), 400);
     ck.call(s0, "PUT", "/v2/admin/cluster", None, None, 405);
     let header = |record: &Value| {
