@@ -68,6 +68,20 @@ exec 3<&-
 wait "$pid"
 "#;
 
+/// The face models' directory (`FACEDB_MODELS_DIR`, or `models/` of the repository); a test
+/// that needs them fails, saying how to get them, when they are not there.
+pub fn models_dir() -> String {
+    let dir = std::env::var("FACEDB_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
+    assert!(
+        dir.join("dlib_face_recognition_resnet_model_v1.dat").exists(),
+        "the face models are not in {}: run tools/setup.sh",
+        dir.display()
+    );
+    dir.display().to_string()
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub fn next_unique() -> u64 {

@@ -15,18 +15,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-fn models_dir() -> String {
-    let dir = std::env::var("FACEDB_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
-    assert!(
-        dir.join("dlib_face_recognition_resnet_model_v1.dat").exists(),
-        "the face models are not in {}: run tools/setup.sh",
-        dir.display()
-    );
-    dir.display().to_string()
-}
-
 /// A test photo from the PyPI package face_recognition 1.3.0.
 fn photo(name: &str) -> Vec<u8> {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images")).join(name);

@@ -46,11 +46,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_timeout, Server, TempDir, EXAMPLE_SCHEMA};
+use crate::common::{models_dir, wait_timeout, Server, TempDir, EXAMPLE_SCHEMA};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -99,17 +99,6 @@ fn operations() {
     walk.serve("127.0.0.1:8102", "data-8102", &["shard", "--schema", EXAMPLE_SCHEMA]);
     walk.router("127.0.0.1:18411", &["127.0.0.1:8101", "127.0.0.1:8102"]);
     walk.run();
-}
-
-/// The models directory, as tests/it/detect.rs finds it (`FACEDB_MODELS_DIR`, or `models/`).
-fn models_dir() -> String {
-    let dir = std::env::var("FACEDB_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(REPO).join("models"));
-    assert!(
-        dir.join("dlib_face_recognition_resnet_model_v1.dat").exists(),
-        "the face models are not in {}: run tools/setup.sh",
-        dir.display()
-    );
-    dir.display().to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

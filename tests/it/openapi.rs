@@ -756,18 +756,6 @@ fn cluster(doc: &Doc) -> Checker<'_> {
     ck
 }
 
-fn models_dir() -> String {
-    let dir = std::env::var("FACEDB_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
-    assert!(
-        dir.join("dlib_face_recognition_resnet_model_v1.dat").exists(),
-        "the face models are not in {}: run tools/setup.sh",
-        dir.display()
-    );
-    dir.display().to_string()
-}
-
 fn photo(name: &str) -> Vec<u8> {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images")).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run tools/setup.sh", path.display()))
