@@ -4,18 +4,27 @@
 //! in memory and searched by similarity under metadata filters. The crate is the engine; the
 //! `facedb` binary is a thin command line over it.
 //!
-//! - [`schema`]: the metadata fields and their types, loaded from YAML.
-//! - [`facen`]: feature vectors on the wire (base64 of little-endian float32).
-//! - [`store`]: the [`Engine`](store::Engine) and its galleries, chunks and columns.
-//! - [`index`]: the HNSW graph that answers searches of large galleries.
-//! - [`search`]: queries, filters and the exact SIMD scan.
-//! - [`api`]: the galleries API v2 over HTTP.
-//! - [`config`] and [`server`]: settings of `facedb serve` and running it.
+//! The layers, each using only those before it (`tools/check-layers.sh` checks it):
+//!
+//! - [`schema`], [`facen`], [`error`]: the metadata fields, feature vectors on the wire, and
+//!   the API's error.
+//! - [`store`]: the data: galleries, chunks and columns.
+//! - [`index`]: the HNSW graph of a gallery.
+//! - [`search`]: queries, filters, the planner, the exact SIMD scan and the walk of the graph.
+//! - [`engine`]: the [`Engine`](engine::Engine): a shard's galleries as a state machine, changed
+//!   only by [`Engine::apply`](engine::Engine::apply) of a logged [`Op`](engine::Op).
+//! - [`wal`] and [`snapshot`]: the log of entries of bytes, and images of the galleries.
+//! - [`durable`]: a [`Database`](durable::Database): recovery and the commit loop (check, log,
+//!   apply, reply).
+//! - [`api`], [`router`], [`extract`], [`cluster`]: the galleries API v2 over HTTP, the router
+//!   over shards, face detection, cluster records.
+//! - [`config`] and [`server`]: settings and running the commands.
 
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod durable;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod facen;

@@ -11,6 +11,7 @@ use crate::api::{self, ApiConfig};
 use crate::cluster::{self, Layout};
 use crate::config::{ExtractSettings, ServeConfig};
 use crate::durable::{Database, DurableConfig};
+use crate::engine::EngineConfig;
 use crate::extract::cache::DetectionCache;
 use crate::extract::uploads::Uploads;
 use crate::extract::{ExtractConfig, Extractor};
@@ -18,7 +19,6 @@ use crate::router::config::{Extraction, RouterConfig};
 use crate::router::shard::Shard;
 use crate::router::{self, Cluster, Shape};
 use crate::schema::Schema;
-use crate::store::EngineConfig;
 
 /// The default listen address of `facedb shard`.
 pub const DEFAULT_SHARD_LISTEN: &str = "127.0.0.1:8101";

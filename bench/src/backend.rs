@@ -15,13 +15,16 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use facedb::durable::Database;
+use facedb::engine::EngineConfig;
 use facedb::index::IndexOverrides;
 use facedb::schema::{MetaValue, Schema};
 use facedb::search::parse::parse_query;
 use facedb::search::Query;
-use facedb::store::{Engine, EngineConfig, Face};
+use facedb::store::Face;
 use serde_json::json;
 
 use crate::client::{Client, SearchAnswer};
@@ -144,7 +147,7 @@ pub struct HttpTarget {
 }
 
 pub struct InProcessTarget {
-    engine: Engine,
+    engine: Arc<Database>,
     /// When set, searches run inside this rayon pool (a pool of one thread pins a search to
     /// one core); otherwise on rayon's global pool.
     pool: Option<rayon::ThreadPool>,
@@ -197,7 +200,7 @@ impl Backend {
     /// The library called directly, with a fresh engine.
     pub fn in_process(dim: usize, gallery: &str) -> Result<Backend> {
         let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, ..EngineConfig::default() };
-        let engine = Engine::new(schema()?, config)?;
+        let engine = Database::in_memory(schema()?, config)?;
         let target = InProcessTarget {
             engine,
             pool: None,

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use facedb::durable::Database;
+use facedb::engine::{Engine, EngineConfig};
 use facedb::index::{IndexParams, IndexSettings};
-use facedb::store::{Engine, EngineConfig, Face};
+use facedb::store::Face;
 
 use crate::backend::{engine_face, schema};
 use crate::dataset::Dataset;
@@ -80,7 +82,7 @@ pub fn run(args: UpkeepArgs, command: String) -> Result<()> {
         index: IndexSettings { params, min_faces: count, ..IndexSettings::default() },
         ..EngineConfig::default()
     };
-    let engine = Engine::new(schema()?, config)?;
+    let engine = Database::in_memory(schema()?, config)?;
     engine.create_gallery(GALLERY)?;
     let schema = engine.schema();
     let face = |id: u64| {
@@ -163,7 +165,7 @@ pub fn run(args: UpkeepArgs, command: String) -> Result<()> {
 
 /// Adds faces at `rate` per second for `length` while sampling the tail.
 fn steady(
-    engine: &Engine,
+    engine: &Database,
     face: &dyn Fn(u64) -> Result<Face>,
     next_id: &mut u64,
     rate: usize,

@@ -7,6 +7,8 @@
 //! methods and oversized bodies, is answered with the one body of [`Error`].
 
 pub mod detect;
+mod errors;
+pub mod shard;
 pub mod wire;
 
 use std::sync::Arc;
@@ -17,16 +19,15 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
 use crate::cluster::{self, ClusterRecord};
 use crate::durable::Database;
+use crate::engine::{check_gallery_name, GalleryInfo};
 use crate::error::{Error, ErrorKind};
 use crate::search::parse::parse_query;
-use crate::search::Cursor;
-use crate::store::{check_gallery_name, Engine};
 use detect::FrontEnd;
 
 /// HTTP settings of the API.
@@ -130,32 +131,31 @@ fn json_reply(body: Json) -> Response {
 
 /// `POST /v2/galleries/add/{name}`, with an optional body of index parameters for the gallery.
 async fn gallery_add(
-    State(engine): State<Arc<Engine>>,
+    State(database): State<Arc<Database>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
-    let overrides = wire::index_overrides(&body, engine.config().index.params)?;
-    blocking(move || engine.create_indexed_gallery(&name, overrides)).await?;
+    blocking(move || shard::create_gallery(&database, &name, &body)).await?;
     Ok(empty(StatusCode::OK))
 }
 
-async fn gallery_delete(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
-    blocking(move || engine.delete_gallery(&name)).await?;
+async fn gallery_delete(State(database): State<Arc<Database>>, GalleryName(name): GalleryName) -> Reply {
+    blocking(move || shard::delete_gallery(&database, &name)).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn gallery_get(State(engine): State<Arc<Engine>>, GalleryName(name): GalleryName) -> Reply {
-    let faces = engine.gallery_size(&name)?;
+async fn gallery_get(State(database): State<Arc<Database>>, GalleryName(name): GalleryName) -> Reply {
+    let faces = shard::gallery_size(&database, &name)?;
     Ok(json_reply(json!({ "faces": faces })))
 }
 
-fn gallery_list_json(galleries: impl Iterator<Item = crate::store::GalleryInfo>) -> Response {
+fn gallery_list_json(galleries: impl Iterator<Item = GalleryInfo>) -> Response {
     let results: Vec<Json> = galleries.map(|g| json!({ "name": g.name, "faces": g.faces })).collect();
     json_reply(json!({ "results": results }))
 }
 
-async fn gallery_list(State(engine): State<Arc<Engine>>) -> Reply {
-    Ok(gallery_list_json(engine.list_galleries().into_iter()))
+async fn gallery_list(State(database): State<Arc<Database>>) -> Reply {
+    Ok(gallery_list_json(shard::list_galleries(&database).into_iter()))
 }
 
 /// A `from` or `to` of `/stat/list`: a gallery number from 1.
@@ -170,55 +170,54 @@ pub(crate) fn gallery_position(param: &str, text: &str) -> Result<usize, Error> 
 }
 
 /// `GET /stat/list/{from}/{to}`: galleries number `from` to `to` (1-based) in name order.
-async fn stat_list(State(engine): State<Arc<Engine>>, Path((from, to)): Path<(String, String)>) -> Reply {
+async fn stat_list(State(database): State<Arc<Database>>, Path((from, to)): Path<(String, String)>) -> Reply {
     let (from, to) = (gallery_position("from", &from)?, gallery_position("to", &to)?);
-    let galleries = engine.list_galleries().into_iter().skip(from - 1).take((to + 1).saturating_sub(from));
+    let galleries = shard::list_galleries(&database).into_iter().skip(from - 1).take((to + 1).saturating_sub(from));
     Ok(gallery_list_json(galleries))
 }
 
 async fn faces_add(
-    State(engine): State<Arc<Engine>>,
+    State(database): State<Arc<Database>>,
     State(front): State<Arc<FrontEnd>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     blocking(move || {
+        let engine = database.engine();
         let (schema, dim) = (engine.schema(), engine.config().facen_size);
         let body = detect::resolve_add(body, &front, &schema, dim)?;
         let faces = wire::new_faces(&body, &schema, dim)?;
-        engine.add_faces(&name, faces)
+        shard::add_faces(&database, &name, faces)
     })
     .await?;
     Ok(empty(StatusCode::OK))
 }
 
 /// `GET /v2/faces/get/{name}/{id}`: one face as it is stored.
-async fn faces_get(State(engine): State<Arc<Engine>>, FacePath(name, id): FacePath) -> Reply {
-    let face = engine.get_face(&name, id)?;
-    Ok(json_reply(wire::face_json(&face, None, &engine.schema())))
+async fn faces_get(State(database): State<Arc<Database>>, FacePath(name, id): FacePath) -> Reply {
+    Ok(json_reply(shard::get_face(&database, &name, id)?))
 }
 
 async fn faces_delete(
-    State(engine): State<Arc<Engine>>,
+    State(database): State<Arc<Database>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     let ids = wire::face_ids(&body)?;
-    blocking(move || engine.delete_faces(&name, ids)).await?;
+    blocking(move || shard::delete_faces(&database, &name, ids)).await?;
     Ok(empty(StatusCode::OK))
 }
 
 async fn faces_update(
-    State(engine): State<Arc<Engine>>,
+    State(database): State<Arc<Database>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     let reply = blocking(move || {
+        let engine = database.engine();
         let updates = wire::face_updates(&body, &engine.schema(), engine.config().facen_size)?;
         let count = updates.len();
-        let faces = engine.update_faces(&name, updates)?;
-        let schema = engine.schema();
-        let mut faces: Vec<Json> = faces.iter().map(|face| wire::face_json(face, None, &schema)).collect();
+        let mut faces = shard::update_faces(&database, &name, updates)?;
         // One face: its dict, as the original answers; several: {"results": [...]}.
         Ok(match (count, faces.pop()) {
             (1, Some(face)) => face,
@@ -233,25 +232,23 @@ async fn faces_update(
 }
 
 async fn faces_search(
-    State(engine): State<Arc<Engine>>,
+    State(database): State<Arc<Database>>,
     State(front): State<Arc<FrontEnd>>,
     GalleryName(name): GalleryName,
     JsonBody(body): JsonBody,
 ) -> Reply {
     let (body, plan) = blocking(move || {
-        let dim = engine.config().facen_size;
-        let body = detect::resolve_search(body, &front, dim, |gallery, id| {
-            engine.get_face(gallery, id).map(|face| face.vector.to_vec())
+        let config = database.config();
+        let body = detect::resolve_search(body, &front, config.facen_size, |gallery, id| {
+            database.get_face(gallery, id).map(|face| face.vector.to_vec()).map_err(Error::from)
         })?;
-        let config = engine.config();
-        let schema = engine.schema();
-        let query = parse_query(&body, &schema, config.facen_size, config.max_search_limit)?;
-        let (hits, plan) = engine.search(&name, &query)?;
-        let mut body = wire::hits_json(&hits, &schema);
-        if let Some(last) = hits.last().filter(|_| hits.len() == query.limit) {
-            body["next_page"] = Json::from(Cursor::at(query.sort, last.face.id, last.score).encode());
+        let query = parse_query(&body, &database.schema(), config.facen_size, config.max_search_limit)?;
+        let found = shard::search(&database, &name, &query)?;
+        let mut body = json!({ "results": found.results });
+        if let Some(next_page) = found.next_page {
+            body["next_page"] = Json::from(next_page);
         }
-        Ok((body, plan))
+        Ok((body, found.plan))
     })
     .await?;
     let mut response = json_reply(body);
@@ -287,11 +284,9 @@ async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
     response
 }
 
-/// What the handlers share: the database, its engine for the galleries API, the detection
-/// front-end, and the shard's cluster record (read at start, replaced by a claim).
+/// What the handlers share: the database, the detection front-end, and the shard's cluster record (read at start, replaced by a claim).
 #[derive(Clone)]
 struct AppState {
-    engine: Arc<Engine>,
     database: Arc<Database>,
     front: Arc<FrontEnd>,
     record: Arc<parking_lot::RwLock<Option<ClusterRecord>>>,
@@ -300,12 +295,6 @@ struct AppState {
 impl FromRef<AppState> for Arc<FrontEnd> {
     fn from_ref(state: &AppState) -> Arc<FrontEnd> {
         state.front.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Engine> {
-    fn from_ref(state: &AppState) -> Arc<Engine> {
-        state.engine.clone()
     }
 }
 
@@ -323,9 +312,7 @@ async fn admin_status(State(database): State<Arc<Database>>) -> Reply {
 
 /// `POST /v2/admin/snapshot`: takes a snapshot now and answers once it is on disk.
 async fn admin_snapshot(State(database): State<Arc<Database>>) -> Reply {
-    let info =
-        blocking(move || database.snapshot().map_err(|e| Error::internal(format!("snapshot failed: {e}")))).await?;
-    Ok(json_reply(crate::durable::snapshot_json(&info)))
+    Ok(json_reply(blocking(move || shard::snapshot(&database)).await?))
 }
 
 /// `GET /v2/admin/cluster`: what a router needs of a shard: its cluster record, the facen size,
@@ -404,32 +391,88 @@ async fn expect_cluster(State(state): State<AppState>, request: Request, next: N
     .into_response()
 }
 
+/// An endpoint of the galleries API v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Status,
+    Snapshot,
+    GalleryAdd,
+    GalleryDelete,
+    GalleryGet,
+    GalleryList,
+    StatList,
+    FacesAdd,
+    FacesGet,
+    FacesDelete,
+    FacesUpdate,
+    FacesSearch,
+}
+
+const GET: MethodFilter = MethodFilter::GET;
+const POST: MethodFilter = MethodFilter::POST;
+const GET_POST: MethodFilter = MethodFilter::GET.or(MethodFilter::POST);
+
+/// The galleries API v2: every path, the endpoint that answers it and the methods it takes. A
+/// shard (here) and a router (`router/mod.rs`) answer the same table, each with its handlers.
+const GALLERIES_API: &[(&str, Endpoint, MethodFilter)] = &[
+    ("/v2/admin/status", Endpoint::Status, GET_POST),
+    ("/v2/admin/snapshot", Endpoint::Snapshot, POST),
+    ("/v2/galleries/add/{name}", Endpoint::GalleryAdd, POST),
+    ("/v2/galleries/{name}", Endpoint::GalleryAdd, POST),
+    ("/v2/galleries/delete/{name}", Endpoint::GalleryDelete, POST),
+    ("/v2/galleries/get/{name}", Endpoint::GalleryGet, GET_POST),
+    ("/v2/galleries/list", Endpoint::GalleryList, GET_POST),
+    ("/stat/list/{from}/{to}", Endpoint::StatList, GET),
+    ("/v2/faces/add/{name}", Endpoint::FacesAdd, POST),
+    ("/v2/faces/get/{name}/{id}", Endpoint::FacesGet, GET),
+    ("/v2/faces/delete/{name}", Endpoint::FacesDelete, POST),
+    ("/v2/faces/update/{name}", Endpoint::FacesUpdate, POST),
+    ("/v2/faces/search/{name}", Endpoint::FacesSearch, POST),
+    ("/v2/{name}/search", Endpoint::FacesSearch, POST),
+];
+
+/// The routes of [`GALLERIES_API`], each answered by `answer(endpoint, methods)`.
+pub(crate) fn galleries_api<S: Clone + Send + Sync + 'static>(
+    answer: impl Fn(Endpoint, MethodFilter) -> MethodRouter<S>,
+) -> Router<S> {
+    GALLERIES_API
+        .iter()
+        .fold(Router::new(), |routes, &(path, endpoint, methods)| routes.route(path, answer(endpoint, methods)))
+}
+
+/// [`galleries_api`] answered by the handlers in scope where it is used: a module that serves
+/// the galleries API names its handlers after the endpoints (`gallery_add`, `faces_search`...).
+macro_rules! galleries_routes {
+    () => {
+        $crate::api::galleries_api(|endpoint, methods| {
+            use axum::routing::on;
+            use $crate::api::Endpoint;
+            match endpoint {
+                Endpoint::Status => on(methods, admin_status),
+                Endpoint::Snapshot => on(methods, admin_snapshot),
+                Endpoint::GalleryAdd => on(methods, gallery_add),
+                Endpoint::GalleryDelete => on(methods, gallery_delete),
+                Endpoint::GalleryGet => on(methods, gallery_get),
+                Endpoint::GalleryList => on(methods, gallery_list),
+                Endpoint::StatList => on(methods, stat_list),
+                Endpoint::FacesAdd => on(methods, faces_add),
+                Endpoint::FacesGet => on(methods, faces_get),
+                Endpoint::FacesDelete => on(methods, faces_delete),
+                Endpoint::FacesUpdate => on(methods, faces_update),
+                Endpoint::FacesSearch => on(methods, faces_search),
+            }
+        })
+    };
+}
+pub(crate) use galleries_routes;
+
 /// The API's routes over a database and a detection front-end; fails when the database's
 /// cluster record cannot be read.
 pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Result<Router, String> {
     let record = cluster::read_record(database.data_dir())?;
-    let state = AppState {
-        engine: database.engine().clone(),
-        database,
-        front: front.clone(),
-        record: Arc::new(parking_lot::RwLock::new(record)),
-    };
+    let state = AppState { database, front: front.clone(), record: Arc::new(parking_lot::RwLock::new(record)) };
     let admin = Router::new().route("/v2/admin/cluster", get(cluster_get).post(cluster_claim));
-    let galleries = Router::new()
-        .route("/v2/admin/status", get(admin_status).post(admin_status))
-        .route("/v2/admin/snapshot", post(admin_snapshot))
-        .route("/v2/galleries/add/{name}", post(gallery_add))
-        .route("/v2/galleries/{name}", post(gallery_add))
-        .route("/v2/galleries/delete/{name}", post(gallery_delete))
-        .route("/v2/galleries/get/{name}", post(gallery_get).get(gallery_get))
-        .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
-        .route("/stat/list/{from}/{to}", get(stat_list))
-        .route("/v2/faces/add/{name}", post(faces_add))
-        .route("/v2/faces/get/{name}/{id}", get(faces_get))
-        .route("/v2/faces/delete/{name}", post(faces_delete))
-        .route("/v2/faces/update/{name}", post(faces_update))
-        .route("/v2/faces/search/{name}", post(faces_search))
-        .route("/v2/{name}/search", post(faces_search))
+    let galleries = galleries_routes!()
         .layer(axum::middleware::from_fn_with_state(state.clone(), expect_cluster))
         .merge(admin)
         // Checked before routing (`finish`), with the same limit.

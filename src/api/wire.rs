@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::facen;
 use crate::index::gallery_index::{IndexOverrides, IndexParams};
 use crate::schema::{MetaValue, Schema};
-use crate::search::Hit;
 use crate::store::{Face, FaceUpdate};
 
 fn array<'a>(body: &'a Json, what: &str) -> Result<&'a Vec<Json>> {
@@ -138,11 +137,6 @@ pub fn face_json(face: &Face, score: Option<f32>, schema: &Schema) -> Json {
         object.insert("score".into(), Json::from(score));
     }
     Json::Object(object)
-}
-
-pub fn hits_json(hits: &[Hit], schema: &Schema) -> Json {
-    let results: Vec<Json> = hits.iter().map(|hit| face_json(&hit.face, hit.score, schema)).collect();
-    serde_json::json!({ "results": results })
 }
 
 /// The optional body of `POST /v2/galleries/add/:name`: `{"m", "ef_construction",

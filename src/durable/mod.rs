@@ -15,7 +15,10 @@
 //! stops the start with the difference shown. Then the log is opened for writes and, if asked,
 //! a thread takes snapshots every `checkpoint_interval` seconds (see `snapshots.rs`).
 
+mod commit;
 mod snapshots;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,14 +27,54 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
+use crate::engine::op::{self, CodecError};
+use crate::engine::{self, Applied, Engine, EngineConfig, Op};
+use crate::index::gallery_index::IndexOverrides;
 use crate::schema::Schema;
 use crate::snapshot;
-use crate::store::{Engine, EngineConfig, Gallery};
+use crate::store::{Face, FaceUpdate, Gallery};
 use crate::wal::recover::{read_log_each, segments, ReadOptions};
 use crate::wal::writer::{Wal, WalConfig};
-use crate::wal::{codec, Entry, Op, WalMode};
+use crate::wal::{self, Entry, WalMode};
+use commit::Committer;
 
 pub use snapshots::{info_json as snapshot_json, SnapshotInfo};
+
+/// What a database refuses or fails at.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The engine refused the write (nothing was logged): a deterministic answer to the request.
+    #[error(transparent)]
+    Refused(#[from] engine::Error),
+    /// The log could not be written: what is on disk is not known, and no later write is taken.
+    #[error("write-ahead log: {0}")]
+    Log(Arc<wal::Error>),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Writes are refused since an earlier failure (the log, or an apply that failed).
+    #[error("{0}")]
+    Stopped(String),
+    /// The data directory cannot be used or recovered as it is; the message says what to do.
+    #[error("{0}")]
+    Unrecoverable(String),
+}
+
+impl From<wal::Error> for Error {
+    fn from(e: wal::Error) -> Error {
+        Error::Log(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// Whether the request itself was refused (as opposed to a failure of the server).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Refused(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The Raft term of a single node.
 const TERM: u64 = 1;
@@ -69,17 +112,19 @@ pub struct Recovery {
 
 pub struct Database {
     engine: Arc<Engine>,
+    committer: Committer,
     config: DurableConfig,
     recovery: Recovery,
     snapshots: snapshots::Snapshots,
-    /// Held for the life of the database: no other server may open the directory.
-    _lock: File,
+    /// Held for the life of the database: no other server may open the directory (none for
+    /// a database in memory).
+    _lock: Option<File>,
 }
 
 impl Database {
     /// Opens (or creates) the database in `config.data_dir` for a server configured with
     /// `schema` and `engine_config`.
-    pub fn open(schema: Schema, engine_config: EngineConfig, config: DurableConfig) -> Result<Arc<Database>, String> {
+    pub fn open(schema: Schema, engine_config: EngineConfig, config: DurableConfig) -> Result<Arc<Database>> {
         let started = Instant::now();
         let lock = lock_data_dir(&config.data_dir)?;
         let (wal_dir, snapshot_dir) = (config.data_dir.join("wal"), config.data_dir.join("snapshots"));
@@ -94,16 +139,27 @@ impl Database {
             None => Vec::new(),
         };
         let wal_config = WalConfig { dir: wal_dir, mode: config.wal_mode, segment_bytes: config.wal_segment_bytes };
-        engine.start_log(Wal::open(wal_config, next_index, TERM)?).map_err(|e| e.message)?;
+        let engine = Arc::new(engine);
+        let committer = Committer::start(engine.clone(), Wal::open(wal_config, next_index, TERM)?)?;
+        let last_snapshot = recovery.snapshot.as_ref().map(|(index, _)| *index);
+        let database = Database {
+            engine,
+            committer,
+            snapshots: snapshots::Snapshots::new(snapshot_dir, last_snapshot),
+            config,
+            recovery: Recovery::default(),
+            _lock: Some(lock),
+        };
         if recorded.is_none() {
-            engine.record_configuration().map_err(|e| e.message)?;
+            database.write(database.configuration(&schema))?;
         } else if !added.is_empty() {
-            engine.change_schema(schema).map_err(|e| e.message)?;
+            database.write(database.configuration(&schema))?;
             tracing::info!(added = ?added, "schema: added fields; every stored face has their defaults");
         }
         recovery.schema_added = added;
         set_aside(&recovery.unreadable)?;
         recovery.seconds = started.elapsed().as_secs_f64();
+        let engine = &database.engine;
         if let Some(limit) = engine_config.memory_limit {
             if engine.memory_used() > limit {
                 tracing::warn!(
@@ -120,14 +176,8 @@ impl Database {
             seconds = recovery.seconds,
             "recovered"
         );
-        let last_snapshot = recovery.snapshot.as_ref().map(|(index, _)| *index);
-        let database = Arc::new(Database {
-            engine: Arc::new(engine),
-            snapshots: snapshots::Snapshots::new(snapshot_dir, last_snapshot),
-            config,
-            recovery,
-            _lock: lock,
-        });
+        engine.start_indexer();
+        let database = Arc::new(Database { recovery, ..database });
         if !database.recovery.skipped.is_empty() {
             // The skipped records stay in the log; a snapshot past them lets the next start do
             // without --force-recovery.
@@ -140,6 +190,84 @@ impl Database {
         }
         snapshots::start_timer(&database);
         Ok(database)
+    }
+
+    /// A database whose writes are kept in memory only: no data directory, no log on disk, no
+    /// snapshots (the library and the bench harness in one process).
+    pub fn in_memory(schema: Schema, engine_config: EngineConfig) -> Result<Arc<Database>> {
+        let config = DurableConfig {
+            data_dir: PathBuf::new(),
+            wal_mode: WalMode::None,
+            wal_segment_bytes: u64::MAX,
+            checkpoint_interval: None,
+            checkpoint_count: 1,
+            force_recovery: false,
+        };
+        let engine = Arc::new(Engine::new(schema.clone(), engine_config));
+        let committer = Committer::start(engine.clone(), Wal::open(WalConfig::in_memory(), 1, TERM)?)?;
+        let database = Database {
+            engine,
+            committer,
+            snapshots: snapshots::Snapshots::new(PathBuf::new(), None),
+            config,
+            recovery: Recovery::default(),
+            _lock: None,
+        };
+        database.write(database.configuration(&schema))?;
+        database.engine.start_indexer();
+        Ok(Arc::new(database))
+    }
+
+    fn configuration(&self, schema: &Schema) -> Op {
+        Op::Configure { schema: schema.to_yaml(), facen_size: self.engine.config().facen_size as u64 }
+    }
+
+    /// Checks a write, logs it and applies it; answers once it is applied (and, in `fsync`
+    /// mode, on disk). A refused write changes nothing and is not logged.
+    pub fn write(&self, op: Op) -> Result<Applied> {
+        // Encoded before any lock is taken: concurrent writers encode in parallel.
+        let payload = op::encode(&op)?;
+        let mut checked = self.engine.check(&op)?;
+        let waiter = self.committer.submit(op, payload);
+        checked.queued();
+        let applied = waiter.wait();
+        drop(checked);
+        applied
+    }
+
+    pub fn create_gallery(&self, name: &str) -> Result<()> {
+        self.create_indexed_gallery(name, IndexOverrides::default())
+    }
+
+    /// Creates a gallery whose index takes `index`'s parameters instead of the server's (the
+    /// caller checked them).
+    pub fn create_indexed_gallery(&self, name: &str, index: IndexOverrides) -> Result<()> {
+        let name = name.to_owned();
+        let op = if index.is_empty() { Op::CreateGallery { name } } else { Op::CreateIndexedGallery { name, index } };
+        self.write(op).map(drop)
+    }
+
+    pub fn delete_gallery(&self, name: &str) -> Result<()> {
+        self.write(Op::DeleteGallery { name: name.to_owned() }).map(drop)
+    }
+
+    /// Adds faces, all or none. Vectors must have `facen_size` components and meta one value
+    /// per schema field, of its type (the wire layer builds them so).
+    pub fn add_faces(&self, gallery: &str, faces: Vec<Face>) -> Result<()> {
+        self.write(Op::AddFaces { gallery: gallery.to_owned(), faces }).map(drop)
+    }
+
+    /// Deletes faces, all or none (one missing id is refused).
+    pub fn delete_faces(&self, gallery: &str, ids: Vec<u64>) -> Result<()> {
+        self.write(Op::DeleteFaces { gallery: gallery.to_owned(), ids }).map(drop)
+    }
+
+    /// Updates faces, all or none; returns them as they are now, in request order.
+    pub fn update_faces(&self, gallery: &str, updates: Vec<FaceUpdate>) -> Result<Vec<Face>> {
+        match self.write(Op::UpdateFaces { gallery: gallery.to_owned(), updates })? {
+            Applied::Updated(faces) => Ok(faces),
+            Applied::Done => Ok(Vec::new()),
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -156,26 +284,29 @@ impl Database {
     }
 
     /// Takes a snapshot now (waiting for one under way to finish first).
-    pub fn snapshot(&self) -> Result<SnapshotInfo, String> {
-        self.snapshots.take(&self.engine, &self.config)
+    pub fn snapshot(&self) -> Result<SnapshotInfo> {
+        if self._lock.is_none() {
+            return Err(Error::Unrecoverable("a database in memory takes no snapshots".to_owned()));
+        }
+        self.snapshots.take(self)
     }
 
     /// Counters and state for `GET /v2/admin/status`.
     pub fn status(&self) -> Json {
         let engine = &self.engine;
-        let log = engine.log().ok().map(|wal| {
-            let stats = wal.stats();
+        let log = {
+            let stats = self.committer.stats();
             let records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
             let fsyncs = stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
             json!({
-                "mode": mode_name(wal.mode()),
+                "mode": self.committer.mode().name(),
                 "records": records,
                 "fsyncs": fsyncs,
                 "records_per_fsync": if fsyncs > 0 { records as f64 / fsyncs as f64 } else { 0.0 },
                 "bytes": stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
                 "last_index": stats.last_index.load(std::sync::atomic::Ordering::Relaxed),
             })
-        });
+        };
         let recovery = &self.recovery;
         let galleries = engine.list_galleries();
         json!({
@@ -211,21 +342,23 @@ impl Database {
     }
 }
 
-fn mode_name(mode: WalMode) -> &'static str {
-    match mode {
-        WalMode::None => "none",
-        WalMode::Write => "write",
-        WalMode::Fsync => "fsync",
+/// Reads go straight to the engine: `database.search(...)` is `database.engine().search(...)`.
+impl std::ops::Deref for Database {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        &self.engine
     }
 }
 
 /// Renames unreadable snapshots to `NAME.snap.corrupt`: kept for inspection, but no longer
 /// listed, so that retention never keeps one as the newest snapshot.
-fn set_aside(unreadable: &[(u64, PathBuf)]) -> Result<(), String> {
+fn set_aside(unreadable: &[(u64, PathBuf)]) -> Result<()> {
     for (_, path) in unreadable {
         let aside = path.with_extension("snap.corrupt");
-        std::fs::rename(path, &aside)
-            .map_err(|e| format!("cannot rename the unreadable snapshot {} aside: {e}", path.display()))?;
+        std::fs::rename(path, &aside).map_err(|e| {
+            Error::Unrecoverable(format!("cannot rename the unreadable snapshot {} aside: {e}", path.display()))
+        })?;
         tracing::warn!(file = %aside.display(), "set the unreadable snapshot aside");
     }
     if let Some(dir) = unreadable.first().and_then(|(_, path)| path.parent()) {
@@ -235,34 +368,27 @@ fn set_aside(unreadable: &[(u64, PathBuf)]) -> Result<(), String> {
 }
 
 /// Creates the data directory if need be and takes its lock.
-fn lock_data_dir(dir: &Path) -> Result<File, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Unrecoverable(format!("cannot create the data directory {}: {e}", dir.display())))?;
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    file.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => {
-            format!(
+        .map_err(|e| Error::Unrecoverable(format!("cannot open {}: {e}", path.display())))?;
+    file.try_lock().map_err(|e| {
+        Error::Unrecoverable(match e {
+            std::fs::TryLockError::WouldBlock => format!(
                 "the data directory {} is in use by another facedb process (it holds {})",
                 dir.display(),
                 path.display()
-            )
-        }
-        std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", path.display()),
+            ),
+            std::fs::TryLockError::Error(e) => format!("cannot lock {}: {e}", path.display()),
+        })
     })?;
     Ok(file)
-}
-
-/// The schema and facen size a snapshot or the log records.
-fn configuration(op: &Op) -> Option<(&str, u64)> {
-    match op {
-        Op::Configure { schema, facen_size } => Some((schema, *facen_size)),
-        _ => None,
-    }
 }
 
 /// Loads the newest readable snapshot and replays the log after it. Returns the engine, the
@@ -272,7 +398,7 @@ fn recover(
     engine_config: &EngineConfig,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>), String> {
+) -> Result<(Engine, u64, Option<Schema>)> {
     let snapshot_dir = config.data_dir.join("snapshots");
     let mut candidates = snapshot::list(&snapshot_dir)?;
     let (engine, next_index, recorded) = load_and_replay(&mut candidates, schema, engine_config, config, recovery)?;
@@ -292,11 +418,11 @@ fn recover(
         reached + 1
     );
     if !config.force_recovery {
-        return Err(format!(
+        return Err(Error::Unrecoverable(format!(
             "cannot recover everything: {loss} ({}). Put back the snapshot from a backup, or start with \
              --force-recovery to accept the loss.",
             recovery.bad_snapshots.join("; ")
-        ));
+        )));
     }
     tracing::error!("--force-recovery: {loss}; starting without them");
     // New entries and snapshots must sort after the unreadable one.
@@ -310,21 +436,21 @@ fn load_and_replay(
     engine_config: &EngineConfig,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>), String> {
+) -> Result<(Engine, u64, Option<Schema>)> {
     let wal_dir = config.data_dir.join("wal");
     let first_logged = segments(&wal_dir)?.first().map(|(first, _)| *first);
     loop {
         let Some((index, path)) = candidates.pop() else {
             // No snapshot (left): the whole log, which must then start at the beginning.
             if !recovery.bad_snapshots.is_empty() && first_logged.is_some_and(|first| first > 1) {
-                return Err(format!(
+                return Err(Error::Unrecoverable(format!(
                     "cannot recover: no snapshot could be read ({}) and the log in {} starts at index {}, not 1",
                     recovery.bad_snapshots.join("; "),
                     wal_dir.display(),
                     first_logged.unwrap_or(1)
-                ));
+                )));
             }
-            let engine = Engine::recovering(schema.clone(), engine_config.clone());
+            let engine = Engine::new(schema.clone(), engine_config.clone());
             return replay_log(engine, 0, None, config, recovery);
         };
         if first_logged.is_some_and(|first| first > index + 1) {
@@ -339,52 +465,51 @@ fn load_and_replay(
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!("snapshot {}: {e}; falling back to the one before", path.display());
-                recovery.bad_snapshots.push(e);
+                recovery.bad_snapshots.push(e.to_string());
                 recovery.unreadable.push((index, path));
                 continue;
             }
         };
-        let recorded = codec::decode_op(&loaded.config)
-            .ok()
-            .and_then(|op| configuration(&op).map(|(text, size)| (text.to_owned(), size)))
-            .ok_or_else(|| format!("{}: the recorded schema cannot be read", path.display()))?;
-        check_facen_size(recorded.1, engine_config.facen_size, &path)?;
-        let recorded_schema = Schema::from_yaml(&recorded.0, &path.display().to_string())?;
-        let engine = Engine::recovering(recorded_schema.clone(), engine_config.clone());
+        let unreadable = || Error::Unrecoverable(format!("{}: the recorded schema cannot be read", path.display()));
+        let recorded = op::decode(&loaded.config).map_err(|_| unreadable())?;
+        let (text, facen_size) = recorded.configuration().ok_or_else(unreadable)?;
+        check_facen_size(facen_size, engine_config.facen_size, &path)?;
+        let recorded_schema = Schema::from_yaml(text, &path.display().to_string()).map_err(Error::Unrecoverable)?;
+        let engine = Engine::new(recorded_schema.clone(), engine_config.clone());
         let shared = Arc::new(recorded_schema.clone());
-        for loaded in loaded.galleries {
-            let name = loaded.name;
-            let gallery = Gallery::from_chunks(shared.clone(), engine_config.facen_size, loaded.chunks)
-                .map_err(|e| format!("{}: gallery {name:?}: {e}", path.display()))?;
+        for loaded_gallery in loaded.galleries {
+            let name = loaded_gallery.name;
+            let gallery = Gallery::from_chunks(shared.clone(), engine_config.facen_size, loaded_gallery.chunks)
+                .map_err(|e| Error::Unrecoverable(format!("{}: gallery {name:?}: {e}", path.display())))?;
             engine
-                .insert_gallery(&name, gallery, loaded.index)
-                .map_err(|e| format!("{}: {}", path.display(), e.message))?;
+                .restore(index, &name, gallery, loaded_gallery.index)
+                .map_err(|e| Error::Unrecoverable(format!("{}: {e}", path.display())))?;
         }
         recovery.snapshot = Some((index, path));
         return replay_log(engine, index, Some(recorded_schema), config, recovery);
     }
 }
 
-/// Replays the log after `after` onto `engine`.
+/// Replays the log after `after` onto `engine`, each entry through [`Engine::apply`].
 fn replay_log(
     engine: Engine,
     after: u64,
     mut recorded: Option<Schema>,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>), String> {
+) -> Result<(Engine, u64, Option<Schema>)> {
     let wal_dir = config.data_dir.join("wal");
     let mut replayed = 0;
     let log = read_log_each(&wal_dir, &ReadOptions { after, force: config.force_recovery }, |entry| {
         replayed += 1;
-        replay_entry(&engine, &entry, &mut recorded, config.force_recovery)
+        replay_entry(&engine, entry, &mut recorded, config.force_recovery)
     })
-    .map_err(|e| match config.force_recovery {
-        true => e,
-        false => format!(
+    .map_err(|e| match (config.force_recovery, e) {
+        (false, Error::Log(e)) => Error::Unrecoverable(format!(
             "{e}; if the log is damaged, --force-recovery (force_recovery: true) starts anyway, skipping and \
              reporting what cannot be read (the writes in it are lost)"
-        ),
+        )),
+        (_, e) => e,
     })?;
     recovery.replayed = replayed;
     recovery.truncated = log.truncated.clone();
@@ -398,44 +523,45 @@ fn replay_log(
     Ok((engine, log.next_index, recorded))
 }
 
-fn replay_entry(engine: &Engine, entry: &Entry, recorded: &mut Option<Schema>, force: bool) -> Result<(), String> {
-    if let Some((text, facen_size)) = configuration(&entry.op) {
-        check_facen_size(facen_size, engine.config().facen_size, Path::new("the log"))?;
-        *recorded = Some(Schema::from_yaml(text, &format!("log entry {}", entry.index))?);
-    }
-    match engine.replay(entry) {
+fn replay_entry(engine: &Engine, entry: Entry, recorded: &mut Option<Schema>, force: bool) -> Result<()> {
+    let index = entry.index;
+    let applied = op::decode(&entry.payload).map_err(Error::from).and_then(|op| {
+        if let Some((text, facen_size)) = op.configuration() {
+            check_facen_size(facen_size, engine.config().facen_size, Path::new("the log"))?;
+            *recorded = Some(Schema::from_yaml(text, &format!("log entry {index}")).map_err(Error::Unrecoverable)?);
+        }
+        engine.apply(index, op).map(drop).map_err(Error::from)
+    });
+    match applied {
         Ok(()) => Ok(()),
+        Err(e @ Error::Unrecoverable(_)) => Err(e),
         // Records skipped before this one may have created what it needs.
         Err(e) if force => {
-            tracing::warn!(
-                index = entry.index,
-                "--force-recovery: log entry cannot be replayed ({}); skipped",
-                e.message
-            );
+            tracing::warn!(index, "--force-recovery: log entry cannot be replayed ({e}); skipped");
             Ok(())
         }
-        Err(e) => Err(format!("log entry {}: cannot replay: {}", entry.index, e.message)),
+        Err(e) => Err(Error::Unrecoverable(format!("log entry {index}: cannot replay: {e}"))),
     }
 }
 
-fn check_facen_size(recorded: u64, configured: usize, source: &Path) -> Result<(), String> {
+fn check_facen_size(recorded: u64, configured: usize, source: &Path) -> Result<()> {
     if recorded == configured as u64 {
         return Ok(());
     }
-    Err(format!(
+    Err(Error::Unrecoverable(format!(
         "facen_size: the data was written with {recorded}-d facens ({}), but the server is configured with {configured}; \
          start with --facen-size {recorded}, or use another --data-dir",
         source.display()
-    ))
+    )))
 }
 
 /// The fields `configured` adds to `recorded`; any other difference is an error showing it.
-fn check_schema(recorded: &Schema, configured: &Schema, data_dir: &Path) -> Result<Vec<String>, String> {
+fn check_schema(recorded: &Schema, configured: &Schema, data_dir: &Path) -> Result<Vec<String>> {
     recorded.additions_in(configured).map_err(|diff| {
-        format!(
+        Error::Unrecoverable(format!(
             "schema: the configured schema differs from the one the data in {} was written with, \
              and not only by added fields:\n{diff}\nStart with the recorded schema, or add fields only.",
             data_dir.display()
-        )
+        ))
     })
 }

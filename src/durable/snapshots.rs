@@ -1,7 +1,7 @@
 //! Taking snapshots: on request, and every `checkpoint_interval` seconds.
 //!
-//! A snapshot starts with a checkpoint on the log thread (see [`Engine::checkpoint`]): between
-//! two rounds of writes, it takes the chunk lists of every gallery (reference counts only) and
+//! A snapshot starts with a checkpoint on the commit thread (see `commit.rs`): between two
+//! rounds of writes, it takes the chunk lists of every gallery (reference counts only) and
 //! starts a new log segment. The writes after it go on at once; a chunk they change is copied
 //! first (copy-on-write), so the snapshot writes the image of that one moment while the shard
 //! keeps serving. Once the file is renamed into place, snapshots beyond `checkpoint_count` are
@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
-use super::{Database, DurableConfig, TERM};
+use super::{Database, DurableConfig, Error, TERM};
+use crate::engine::op::{self, Op};
 use crate::snapshot;
-use crate::store::Engine;
-use crate::wal::codec::{encode_op_ref, OpRef};
 use crate::wal::recover::prune;
 use crate::wal::writer::sync_dir;
 
@@ -55,11 +54,11 @@ impl Snapshots {
         Snapshots { dir, taking: Mutex::new(last_index), progress: Mutex::new(Progress::default()) }
     }
 
-    pub(super) fn take(&self, engine: &Engine, config: &DurableConfig) -> Result<SnapshotInfo, String> {
+    pub(super) fn take(&self, database: &Database) -> Result<SnapshotInfo, Error> {
         let mut last_index = self.taking.lock();
         let started = Instant::now();
         self.progress.lock().under_way_since = Some(started);
-        let result = self.write(engine, config, *last_index, started);
+        let result = self.write(database, *last_index, started);
         let mut progress = self.progress.lock();
         progress.under_way_since = None;
         match &result {
@@ -71,31 +70,25 @@ impl Snapshots {
             }
             Err(e) => {
                 tracing::error!("snapshot failed: {e}");
-                progress.last_error = Some(e.clone());
+                progress.last_error = Some(e.to_string());
             }
         }
         result
     }
 
-    fn write(
-        &self,
-        engine: &Engine,
-        config: &DurableConfig,
-        last_index: Option<u64>,
-        started: Instant,
-    ) -> Result<SnapshotInfo, String> {
-        let (index, taken) = engine.checkpoint().map_err(|e| e.message)?;
+    fn write(&self, database: &Database, last_index: Option<u64>, started: Instant) -> Result<SnapshotInfo, Error> {
+        let (engine, config) = (&database.engine, &database.config);
+        let (index, taken) = database.committer.checkpoint().wait()?;
         if last_index == Some(index) {
             let path = self.dir.join(snapshot::file_name(index));
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let faces = taken.iter().map(|g| g.chunks.iter().map(|c| c.len() as u64).sum::<u64>()).sum();
             return Ok(SnapshotInfo { index, path, bytes, faces, seconds: 0.0, written: false });
         }
-        let schema = engine.schema().to_yaml();
         let facen_size = engine.config().facen_size;
-        let recorded = encode_op_ref(OpRef::Configure { schema: &schema, facen_size: facen_size as u64 })?;
+        let recorded = op::encode(&Op::Configure { schema: engine.schema().to_yaml(), facen_size: facen_size as u64 })?;
         std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create the snapshot directory {}: {e}", self.dir.display()))?;
+            .map_err(|e| snapshot::Error::file(&self.dir, format!("cannot create the snapshot directory: {e}")))?;
         let written = snapshot::write(&self.dir, index, TERM, &recorded, facen_size, &taken)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(index, faces = written.faces, bytes = written.bytes, seconds, file = %written.path.display(), "snapshot written");
@@ -111,11 +104,12 @@ impl Snapshots {
     }
 
     /// Deletes the snapshots beyond `checkpoint_count` and the log before the oldest kept one.
-    fn retire_old(&self, config: &DurableConfig) -> Result<(), String> {
+    fn retire_old(&self, config: &DurableConfig) -> Result<(), Error> {
         let kept = snapshot::list(&self.dir)?;
         let excess = kept.len().saturating_sub(config.checkpoint_count);
         for (_, path) in &kept[..excess] {
-            std::fs::remove_file(path).map_err(|e| format!("cannot delete old snapshot {}: {e}", path.display()))?;
+            std::fs::remove_file(path)
+                .map_err(|e| snapshot::Error::file(path, format!("cannot delete the old snapshot: {e}")))?;
             tracing::info!(file = %path.display(), "deleted an old snapshot (checkpoint_count)");
         }
         if excess > 0 {

@@ -3,12 +3,12 @@
 //!
 //! The gallery stays the truth: a search re-ranks whatever the graph proposes with the
 //! gallery's own vectors and metadata, under the gallery's read lock, so a face deleted or
-//! changed since the graph saw it can never come back stale (see `store::Engine::search`). What
+//! changed since the graph saw it can never come back stale (see `engine::Engine::search`). What
 //! the index must guarantee is completeness: **every face of the gallery is either a live node
 //! of the graph with its current vector, or in the tail**, which searches score exactly.
 //!
-//! - **Writes** call [`GalleryIndex::added`] and [`GalleryIndex::removed`] from the log thread,
-//!   under the gallery's write lock: an added face (or a changed vector) enters the tail with a
+//! - **Writes** call [`GalleryIndex::added`] and [`GalleryIndex::removed`] from the commit
+//!   thread (`Engine::apply`), under the gallery's write lock: an added face (or a changed vector) enters the tail with a
 //!   fresh sequence number; a deleted one leaves the tail and becomes a tombstone in the graph.
 //!   Both are a hash-map operation: writes never wait for the graph.
 //! - **The indexer** (one background thread per engine, `store`) calls [`GalleryIndex::step`]:

@@ -5,16 +5,12 @@
 //! - [`graph`]: the HNSW graph itself: concurrent inserts, tombstones, filtered walks.
 //! - [`gallery_index`]: a gallery's graph plus the faces not in it yet, kept in step with the
 //!   gallery's writes, built and rebuilt in the background.
-//! - [`planner`]: exact scan or graph walk, per search.
-//! - [`search`]: the walk of one search and the candidates it hands to the exact re-rank.
 //!
 //! Why our own graph and not a crate: see docs/decisions.md §7.
 
 pub mod codes;
 pub mod gallery_index;
 pub mod graph;
-pub mod planner;
-pub mod search;
 pub mod visited;
 
 pub use gallery_index::{IndexOverrides, IndexParams, IndexSettings};

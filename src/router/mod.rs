@@ -25,7 +25,6 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::future::join_all;
 use serde_json::{json, Value as Json};
 
@@ -857,21 +856,7 @@ async fn admin_snapshot(State(state): State<RouterState>) -> Reply {
 /// The router's routes: the galleries API v2 of a shard over the cluster, and detection.
 pub fn routes(cluster: Arc<Cluster>, max_body_bytes: usize, front: Arc<FrontEnd>) -> axum::Router {
     let state = RouterState { cluster, front: front.clone() };
-    let galleries = axum::Router::new()
-        .route("/v2/admin/status", get(admin_status).post(admin_status))
-        .route("/v2/admin/snapshot", post(admin_snapshot))
-        .route("/v2/galleries/add/{name}", post(gallery_add))
-        .route("/v2/galleries/{name}", post(gallery_add))
-        .route("/v2/galleries/delete/{name}", post(gallery_delete))
-        .route("/v2/galleries/get/{name}", post(gallery_get).get(gallery_get))
-        .route("/v2/galleries/list", post(gallery_list).get(gallery_list))
-        .route("/stat/list/{from}/{to}", get(stat_list))
-        .route("/v2/faces/add/{name}", post(faces_add))
-        .route("/v2/faces/get/{name}/{id}", get(faces_get))
-        .route("/v2/faces/delete/{name}", post(faces_delete))
-        .route("/v2/faces/update/{name}", post(faces_update))
-        .route("/v2/faces/search/{name}", post(faces_search))
-        .route("/v2/{name}/search", post(faces_search))
+    let galleries = api::galleries_routes!()
         // Checked before routing (`api::finish`), with the same limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 use tokio::sync::Semaphore;
 
-use crate::api::wire;
+use crate::api::shard;
 use crate::durable::Database;
 use crate::error::{Error, ErrorKind};
 use crate::search::Query;
@@ -259,12 +259,7 @@ impl Shard {
             match &self.backend {
                 Backend::Local(database) => {
                     let (name, body) = (name.to_owned(), body.clone());
-                    Shard::on_blocking(database, move |db| {
-                        let engine = db.engine();
-                        let overrides = wire::index_overrides(&body, engine.config().index.params)?;
-                        engine.create_indexed_gallery(&name, overrides)
-                    })
-                    .await
+                    Shard::on_blocking(database, move |db| shard::create_gallery(db, &name, &body)).await
                 }
                 Backend::Remote { .. } => {
                     let path = format!("galleries/add/{name}");
@@ -280,7 +275,7 @@ impl Shard {
             match &self.backend {
                 Backend::Local(database) => {
                     let name = name.to_owned();
-                    Shard::on_blocking(database, move |db| db.engine().delete_gallery(&name)).await
+                    Shard::on_blocking(database, move |db| shard::delete_gallery(db, &name)).await
                 }
                 Backend::Remote { .. } => {
                     let path = format!("galleries/delete/{name}");
@@ -296,7 +291,7 @@ impl Shard {
         self.bounded(async {
             match &self.backend {
                 Backend::Local(database) => {
-                    Ok(database.engine().list_galleries().into_iter().map(|g| (g.name, g.faces as u64)).collect())
+                    Ok(shard::list_galleries(database).into_iter().map(|g| (g.name, g.faces as u64)).collect())
                 }
                 Backend::Remote { .. } => {
                     let (json, _) = self.http(reqwest::Method::GET, "galleries/list", None).await?;
@@ -324,7 +319,7 @@ impl Shard {
         self.bounded(async {
             match &self.backend {
                 Backend::Local(database) => {
-                    database.engine().gallery_size(name).map(|n| n as u64).map_err(Failure::Refused)
+                    shard::gallery_size(database, name).map(|n| n as u64).map_err(Failure::Refused)
                 }
                 Backend::Remote { .. } => {
                     let (json, _) = self.http(reqwest::Method::GET, &format!("galleries/get/{name}"), None).await?;
@@ -344,7 +339,7 @@ impl Shard {
                 Backend::Local(database) => {
                     let name = name.to_owned();
                     let faces: Vec<Face> = faces.into_iter().map(|(face, _)| face).collect();
-                    Shard::on_blocking(database, move |db| db.engine().add_faces(&name, faces)).await
+                    Shard::on_blocking(database, move |db| shard::add_faces(db, &name, faces)).await
                 }
                 Backend::Remote { .. } => {
                     let body = Json::Array(faces.into_iter().map(|(_, json)| json).collect());
@@ -359,11 +354,7 @@ impl Shard {
     pub async fn get_face(&self, name: &str, id: u64) -> Outcome<Json> {
         self.bounded(async {
             match &self.backend {
-                Backend::Local(database) => {
-                    let engine = database.engine();
-                    let face = engine.get_face(name, id).map_err(Failure::Refused)?;
-                    Ok(wire::face_json(&face, None, &engine.schema()))
-                }
+                Backend::Local(database) => shard::get_face(database, name, id).map_err(Failure::Refused),
                 Backend::Remote { .. } => {
                     Ok(self.http(reqwest::Method::GET, &format!("faces/get/{name}/{id}"), None).await?.0)
                 }
@@ -377,7 +368,7 @@ impl Shard {
             match &self.backend {
                 Backend::Local(database) => {
                     let name = name.to_owned();
-                    Shard::on_blocking(database, move |db| db.engine().delete_faces(&name, ids)).await
+                    Shard::on_blocking(database, move |db| shard::delete_faces(db, &name, ids)).await
                 }
                 Backend::Remote { .. } => {
                     let path = format!("faces/delete/{name}");
@@ -396,13 +387,7 @@ impl Shard {
                 Backend::Local(database) => {
                     let name = name.to_owned();
                     let updates: Vec<FaceUpdate> = updates.into_iter().map(|(update, _)| update).collect();
-                    Shard::on_blocking(database, move |db| {
-                        let engine = db.engine();
-                        let faces = engine.update_faces(&name, updates)?;
-                        let schema = engine.schema();
-                        Ok(faces.iter().map(|face| wire::face_json(face, None, &schema)).collect())
-                    })
-                    .await
+                    Shard::on_blocking(database, move |db| shard::update_faces(db, &name, updates)).await
                 }
                 Backend::Remote { .. } => {
                     let body = Json::Array(updates.into_iter().map(|(_, json)| json).collect());
@@ -427,11 +412,8 @@ impl Shard {
                 Backend::Local(database) => {
                     let (name, query) = (name.to_owned(), query.clone());
                     Shard::on_blocking(database, move |db| {
-                        let engine = db.engine();
-                        let (hits, plan) = engine.search(&name, &query)?;
-                        let schema = engine.schema();
-                        let results = hits.iter().map(|hit| wire::face_json(&hit.face, hit.score, &schema)).collect();
-                        Ok(Found { results, stat: plan.stat().to_owned() })
+                        let found = shard::search(db, &name, &query)?;
+                        Ok(Found { results: found.results, stat: found.plan.stat().to_owned() })
                     })
                     .await
                 }
@@ -463,13 +445,7 @@ impl Shard {
     pub async fn snapshot(&self) -> Outcome<Json> {
         self.bounded(async {
             match &self.backend {
-                Backend::Local(database) => {
-                    Shard::on_blocking(database, |db| {
-                        let info = db.snapshot().map_err(|e| Error::internal(format!("snapshot failed: {e}")))?;
-                        Ok(crate::durable::snapshot_json(&info))
-                    })
-                    .await
-                }
+                Backend::Local(database) => Shard::on_blocking(database, shard::snapshot).await,
                 Backend::Remote { .. } => Ok(self.http(reqwest::Method::POST, "admin/snapshot", None).await?.0),
             }
         })

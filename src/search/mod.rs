@@ -6,11 +6,14 @@
 //! it. Running it (`exact.rs`) compiles the conditions for each chunk (`filter.rs`), so that
 //! string tests are decided once per distinct value, applies them before any vector is
 //! touched, scores the rows that pass with SIMD dot products, and keeps the best `limit` in a
-//! bounded heap.
+//! bounded heap. Large galleries go through their graph instead when the planner (`planner.rs`)
+//! says so: `indexed.rs` walks it and hands the candidates to the same exact re-rank.
 
 pub mod exact;
 pub mod filter;
+pub mod indexed;
 pub mod parse;
+pub mod planner;
 
 pub use exact::{rank, run, Hit};
 
@@ -114,7 +117,7 @@ pub struct Query {
     pub facen: Option<FacenFilter>,
     /// All must pass.
     pub conditions: Vec<Condition>,
-    /// `"exact": true`: scan, never the graph (see `index::planner`).
+    /// `"exact": true`: scan, never the graph (see `search::planner`).
     pub exact: bool,
     /// `"page"`: only results after this position in the order (the previous page's last).
     pub after: Option<Cursor>,

@@ -162,16 +162,16 @@ pub struct SectionHeader {
 }
 
 impl SectionHeader {
-    pub fn decode(block: &[u8; BLOCK]) -> Result<SectionHeader, String> {
+    pub fn decode(block: &[u8; BLOCK]) -> Result<SectionHeader, Problem> {
         if !sealed(block) {
-            return Err("section header checksum mismatch (crc32)".to_owned());
+            return Err(Problem("section header checksum mismatch (crc32)".to_owned()));
         }
         let mut tag = [0u8; 4];
         tag.copy_from_slice(&block[..4]);
-        let kind =
-            Kind::from_tag(tag).ok_or_else(|| format!("unknown section kind {:?}", tag.escape_ascii().to_string()))?;
+        let kind = Kind::from_tag(tag)
+            .ok_or_else(|| Problem(format!("unknown section kind {:?}", tag.escape_ascii().to_string())))?;
         if !is_zero(&block[4..8]) || !is_zero(&block[20..60]) {
-            return Err("reserved section header bytes are not zero".to_owned());
+            return Err(Problem("reserved section header bytes are not zero".to_owned()));
         }
         Ok(SectionHeader { kind, len: u64_at(block, 8), crc: u32_at(block, 16) })
     }
@@ -226,7 +226,7 @@ struct GalleryBodyV1 {
 
 impl GalleryBody {
     /// Decodes the body of a file of format `version`.
-    pub fn decode(body: &[u8], version: u32) -> Result<GalleryBody, String> {
+    pub fn decode(body: &[u8], version: u32) -> Result<GalleryBody, Problem> {
         if version == 1 {
             let GalleryBodyV1 { name, chunks } = decode(body)?;
             return Ok(GalleryBody { name, chunks, index: IndexOverrides::default() });
@@ -253,20 +253,25 @@ pub struct RowsBodyRef<'a> {
     pub columns: Vec<StoredColumnRef<'a>>,
 }
 
+/// What is wrong with a section's bytes; the reader adds the file and the offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Problem(pub String);
+
 /// Appends the bincode of `value` to `out`.
-pub fn encode_into(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode_into(value: &impl Serialize, out: &mut Vec<u8>) -> Result<(), Problem> {
     bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
         .map(|_| ())
-        .map_err(|e| format!("cannot encode: {e}"))
+        .map_err(|e| Problem(format!("cannot encode: {e}")))
 }
 
 /// Decodes a whole bincode body: bytes left over are an error too.
-pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
     let (value, read) =
-        bincode::serde::decode_from_slice(body, config).map_err(|e| format!("cannot decode the body: {e}"))?;
+        bincode::serde::decode_from_slice(body, config).map_err(|e| Problem(format!("cannot decode the body: {e}")))?;
     if read != body.len() {
-        return Err(format!("{} bytes after the end of the body", body.len() - read));
+        return Err(Problem(format!("{} bytes after the end of the body", body.len() - read)));
     }
     Ok(value)
 }

@@ -1,8 +1,8 @@
 //! Snapshots: an image of every gallery at one log index, so that a restart loads one file and
 //! replays only the log after it.
 //!
-//! The engine takes the chunk lists of all galleries at one moment, when the log is at index
-//! `lsn` (cheap: one `Arc` clone per chunk, and chunks are copy-on-write, so none changes under
+//! The engine gives the chunk lists of all galleries at one moment
+//! ([`Engine::images`](crate::engine::Engine::images)), when the log is at index `lsn` (cheap: one `Arc` clone per chunk, and chunks are copy-on-write, so none changes under
 //! the writer), and hands them to [`write`] on a background thread while the server keeps
 //! serving. [`write`] holds no lock.
 //!
@@ -28,12 +28,11 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use crate::index::gallery_index::IndexOverrides;
 use crate::store::chunk::Chunk;
+use std::path::{Path, PathBuf};
 
+pub use crate::engine::GalleryImage;
 pub use reader::read;
 pub use writer::write;
 
@@ -56,7 +55,7 @@ pub fn lsn_of(name: &str) -> Option<u64> {
 
 /// Snapshots in `dir` as (lsn, path), oldest first. Other files, `*.snap.tmp` leftovers among
 /// them, are ignored; a missing directory has none.
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     let mut snapshots: Vec<(u64, PathBuf)> =
         file_names(dir)?.into_iter().filter_map(|name| Some((lsn_of(&name)?, dir.join(name)))).collect();
     snapshots.sort();
@@ -64,26 +63,26 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
 }
 
 /// Removes leftover `*.snap.tmp` files (a crash while writing) and returns how many.
-pub fn remove_temp_files(dir: &Path) -> Result<usize, String> {
+pub fn remove_temp_files(dir: &Path) -> Result<usize, Error> {
     let mut removed = 0;
     for name in file_names(dir)?.into_iter().filter(|name| name.ends_with(TEMP_SUFFIX)) {
         let path = dir.join(name);
-        std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(|e| Error::file(&path, format!("cannot remove: {e}")))?;
         removed += 1;
     }
     Ok(removed)
 }
 
 /// The names of the entries of `dir` that are valid UTF-8; none if it does not exist.
-fn file_names(dir: &Path) -> Result<Vec<String>, String> {
+fn file_names(dir: &Path) -> Result<Vec<String>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+        Err(e) => return Err(Error::file(dir, format!("cannot list: {e}"))),
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let entry = entry.map_err(|e| Error::file(dir, format!("cannot list: {e}")))?;
         if let Ok(name) = entry.file_name().into_string() {
             names.push(name);
         }
@@ -91,13 +90,22 @@ fn file_names(dir: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// A gallery as [`write`] takes it: its chunks at the snapshot's moment.
-#[derive(Debug, Clone)]
-pub struct GalleryImage {
-    pub name: String,
-    /// The index parameters the gallery was created with.
-    pub index: IndexOverrides,
-    pub chunks: Vec<Arc<Chunk>>,
+/// What can go wrong with a snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The file (or directory) cannot be written or read, or what was to be written does not
+    /// fit the format.
+    #[error("{}: {problem}", file.display())]
+    File { file: PathBuf, problem: String },
+    /// A section is not what was written: where, and what is wrong.
+    #[error("{}: byte {offset}: {problem}", file.display())]
+    Corrupt { file: PathBuf, offset: u64, problem: String },
+}
+
+impl Error {
+    pub fn file(file: &Path, problem: impl Into<String>) -> Error {
+        Error::File { file: file.to_owned(), problem: problem.into() }
+    }
 }
 
 /// A gallery as [`read`] gives it back. Chunks keep their order (and thus every face its chunk

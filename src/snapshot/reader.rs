@@ -11,27 +11,25 @@ use std::path::Path;
 use memmap2::MmapOptions;
 
 use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBody, SectionHeader, BLOCK, DIMS};
-use crate::snapshot::{Loaded, LoadedGallery};
+use crate::snapshot::{Error, Loaded, LoadedGallery};
 use crate::store::chunk::{self, Chunk};
 use crate::store::column::Column;
 
 /// Reads and checks a whole snapshot. Any problem is an error naming the file and the byte
 /// offset of the bad section.
-pub fn read(path: &Path) -> Result<Loaded, String> {
-    let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    let len = file.metadata().map_err(|e| format!("{}: cannot read: {e}", path.display()))?.len();
+pub fn read(path: &Path) -> Result<Loaded, Error> {
+    let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+    let len = file.metadata().map_err(|e| Error::file(path, format!("cannot read: {e}")))?.len();
     if len < BLOCK as u64 {
-        return Err(format!(
-            "{}: byte 0: the file is {len} bytes, shorter than the {BLOCK}-byte header",
-            path.display()
-        ));
+        let problem = format!("the file is {len} bytes, shorter than the {BLOCK}-byte header");
+        return Err(Error::Corrupt { file: path.to_owned(), offset: 0, problem });
     }
     // SAFETY: the map is only read, and snapshot files are never changed once renamed into
     // place (a new snapshot is a new file). Another process truncating the file while it is
     // read would be outside that contract.
     let map = unsafe { MmapOptions::new().populate().map(&file) }
-        .map_err(|e| format!("{}: cannot map: {e}", path.display()))?;
-    parse(&map).map_err(|(offset, problem)| format!("{}: byte {offset}: {problem}", path.display()))
+        .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+    parse(&map).map_err(|(offset, problem)| Error::Corrupt { file: path.to_owned(), offset: offset as u64, problem })
 }
 
 /// A problem and the offset of the section (or header) it is in.
@@ -110,7 +108,7 @@ impl<'a> Sections<'a> {
         let Some(block) = rest.first_chunk::<BLOCK>() else {
             return Err(problem(format!("the file ends {} bytes into the {BLOCK}-byte section header", rest.len())));
         };
-        let header = SectionHeader::decode(block).map_err(problem)?;
+        let header = SectionHeader::decode(block).map_err(|e| problem(e.0))?;
         if header.kind != kind {
             return Err((at, format!("expected a {} section, found a {} section", kind.name(), header.kind.name())));
         }

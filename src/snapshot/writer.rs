@@ -8,8 +8,9 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::engine::GalleryImage;
 use crate::snapshot::format::{self, GalleryBody, Header, Kind, RowsBodyRef, BLOCK, DIMS, FORMAT_VERSION};
-use crate::snapshot::{file_name, GalleryImage, Written, TEMP_SUFFIX};
+use crate::snapshot::{file_name, Error, Written, TEMP_SUFFIX};
 use crate::store::chunk::Chunk;
 use crate::wal::writer::sync_dir;
 
@@ -36,7 +37,7 @@ pub fn write(
     config: &[u8],
     dim: usize,
     galleries: &[GalleryImage],
-) -> Result<Written, String> {
+) -> Result<Written, Error> {
     let path = dir.join(file_name(lsn));
     check(&path, dim, galleries)?;
     let temp = dir.join(format!("{lsn:020}{TEMP_SUFFIX}"));
@@ -55,35 +56,35 @@ pub fn write(
     };
     if let Err(e) = std::fs::rename(&temp, &path) {
         let _ = std::fs::remove_file(&temp);
-        return Err(format!("cannot rename {} to {}: {e}", temp.display(), path.display()));
+        return Err(Error::file(&temp, format!("cannot rename to {}: {e}", path.display())));
     }
     // Without this the rename itself could be lost in a power cut.
-    sync_dir(dir)?;
+    sync_dir(dir).map_err(|e| Error::file(dir, e.to_string()))?;
     let faces = galleries.iter().flat_map(|g| &g.chunks).map(|chunk| chunk.len() as u64).sum();
     Ok(Written { path, bytes, faces })
 }
 
 /// What the format cannot hold is refused before any file is created.
-fn check(path: &Path, dim: usize, galleries: &[GalleryImage]) -> Result<(), String> {
+fn check(path: &Path, dim: usize, galleries: &[GalleryImage]) -> Result<(), Error> {
     if !DIMS.contains(&dim) {
-        return Err(format!("{}: facen size {dim} is not in {DIMS:?}", path.display()));
+        return Err(Error::file(path, format!("facen size {dim} is not in {DIMS:?}")));
     }
     for gallery in galleries {
         if let Some((index, chunk)) = gallery.chunks.iter().enumerate().find(|(_, chunk)| chunk.dim() != dim) {
-            return Err(format!(
-                "{}: gallery {:?}: chunk {index} has vectors of {} floats, the snapshot {dim}",
-                path.display(),
+            let problem = format!(
+                "gallery {:?}: chunk {index} has vectors of {} floats, the snapshot {dim}",
                 gallery.name,
                 chunk.dim()
-            ));
+            );
+            return Err(Error::file(path, problem));
         }
     }
     Ok(())
 }
 
 /// Writes the whole file and fsyncs it; returns its size.
-fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryImage]) -> Result<u64, String> {
-    let file = File::create(temp).map_err(|e| format!("cannot create {}: {e}", temp.display()))?;
+fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryImage]) -> Result<u64, Error> {
+    let file = File::create(temp).map_err(|e| Error::file(temp, format!("cannot create: {e}")))?;
     let mut out =
         Sections { out: BufWriter::with_capacity(BUFFER_BYTES, file), bytes: 0, synced: 0, path: temp.to_path_buf() };
     out.put(&header.encode())?;
@@ -93,7 +94,7 @@ fn write_temp(temp: &Path, header: Header, config: &[u8], galleries: &[GalleryIm
         body.clear();
         let gallery_body =
             GalleryBody { name: gallery.name.clone(), chunks: gallery.chunks.len() as u64, index: gallery.index };
-        format::encode_into(&gallery_body, &mut body).map_err(|e| out.error(e))?;
+        format::encode_into(&gallery_body, &mut body).map_err(|e| out.error(e.0))?;
         out.section(Kind::Gallery, &body)?;
         for chunk in &gallery.chunks {
             out.chunk(chunk, &mut body)?;
@@ -113,14 +114,14 @@ struct Sections {
 
 impl Sections {
     /// A chunk's three sections: metadata (encoded into `body`), vectors, inverse norms.
-    fn chunk(&mut self, chunk: &Chunk, body: &mut Vec<u8>) -> Result<(), String> {
+    fn chunk(&mut self, chunk: &Chunk, body: &mut Vec<u8>) -> Result<(), Error> {
         body.clear();
         let rows = RowsBodyRef {
             capacity: chunk.capacity().max(chunk.len()) as u64,
             ids: chunk.ids(),
             columns: chunk.columns().iter().map(|column| column.stored()).collect(),
         };
-        format::encode_into(&rows, body).map_err(|e| self.error(e))?;
+        format::encode_into(&rows, body).map_err(|e| self.error(e.0))?;
         self.section(Kind::Rows, body)?;
         self.section(Kind::Vectors, &format::le_bytes(chunk.vectors()))?;
         self.section(Kind::Norms, &format::le_bytes(chunk.inverse_norms()))?;
@@ -132,26 +133,26 @@ impl Sections {
         Ok(())
     }
 
-    fn section(&mut self, kind: Kind, body: &[u8]) -> Result<(), String> {
+    fn section(&mut self, kind: Kind, body: &[u8]) -> Result<(), Error> {
         self.put(&format::section_header(kind, body))?;
         self.put(body)?;
         self.put(&[0u8; BLOCK][..format::padding(body.len())])
     }
 
-    fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.out.write_all(bytes).map_err(|e| self.error(format!("cannot write: {e}")))?;
         self.bytes += bytes.len() as u64;
         Ok(())
     }
 
-    fn finish(self) -> Result<u64, String> {
+    fn finish(self) -> Result<u64, Error> {
         let path = self.path;
-        let file = self.out.into_inner().map_err(|e| format!("{}: cannot write: {}", path.display(), e.error()))?;
-        file.sync_all().map_err(|e| format!("{}: cannot fsync: {e}", path.display()))?;
+        let file = self.out.into_inner().map_err(|e| Error::file(&path, format!("cannot write: {}", e.error())))?;
+        file.sync_all().map_err(|e| Error::file(&path, format!("cannot fsync: {e}")))?;
         Ok(self.bytes)
     }
 
-    fn error(&self, problem: String) -> String {
-        format!("{}: {problem}", self.path.display())
+    fn error(&self, problem: String) -> Error {
+        Error::file(&self.path, problem)
     }
 }

@@ -9,6 +9,7 @@
 use crate::facen;
 use crate::schema::{MetaValue, Schema};
 use crate::store::column::Column;
+use crate::store::Malformed;
 
 /// The largest capacity [`Chunk::from_parts`] reserves, in faces: 64 MiB of vectors or 1024
 /// faces, whichever is more. It bounds a capacity read from a file and is above a gallery's
@@ -75,16 +76,16 @@ impl Chunk {
         mut inverse_norms: Vec<f64>,
         mut columns: Vec<Column>,
         capacity: usize,
-    ) -> Result<Chunk, String> {
+    ) -> Result<Chunk, Malformed> {
         let rows = ids.len();
         if Some(vectors.len()) != rows.checked_mul(dim) {
-            return Err(format!("{} floats of vectors for {rows} faces of {dim} floats", vectors.len()));
+            return Err(malformed!("{} floats of vectors for {rows} faces of {dim} floats", vectors.len()));
         }
         if inverse_norms.len() != rows {
-            return Err(format!("{} inverse norms for {rows} faces", inverse_norms.len()));
+            return Err(malformed!("{} inverse norms for {rows} faces", inverse_norms.len()));
         }
         if let Some((field, column)) = columns.iter().enumerate().find(|(_, c)| c.len() != rows) {
-            return Err(format!("column {field} has {} rows for {rows} faces", column.len()));
+            return Err(malformed!("column {field} has {} rows for {rows} faces", column.len()));
         }
         let room = capacity.min(max_capacity(dim)).saturating_sub(rows);
         if room > 0 {
@@ -99,14 +100,14 @@ impl Chunk {
     }
 
     /// Whether the columns are those of `schema`: one per field, of the field's type.
-    pub fn check_schema(&self, schema: &Schema) -> Result<(), String> {
+    pub fn check_schema(&self, schema: &Schema) -> Result<(), Malformed> {
         let fields = schema.fields();
         if self.columns.len() != fields.len() {
-            return Err(format!("{} columns for {} schema fields", self.columns.len(), fields.len()));
+            return Err(malformed!("{} columns for {} schema fields", self.columns.len(), fields.len()));
         }
         for (field, column) in fields.iter().zip(&self.columns) {
             if column.field_type() != field.field_type {
-                return Err(format!(
+                return Err(malformed!(
                     "field {:?} is {} in the schema but {} in the chunk",
                     field.name,
                     field.field_type.name(),

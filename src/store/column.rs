@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::schema::{FieldType, MetaValue};
+use crate::store::Malformed;
 
 /// The distinct strings of one column, addressed by code.
 #[derive(Debug, Clone, Default)]
@@ -212,7 +213,7 @@ impl Column {
     /// codes, codes that no row uses become free, and the lookup map holds the used values. A
     /// code outside the dictionary, a value that two used codes share, or a set row out of
     /// order is an error.
-    pub fn from_stored(stored: StoredColumn) -> Result<Column, String> {
+    pub fn from_stored(stored: StoredColumn) -> Result<Column, Malformed> {
         Ok(match stored {
             StoredColumn::String { dict, codes } => {
                 let dict = Dict::rebuild(dict, codes.iter().copied())?;
@@ -276,16 +277,16 @@ impl serde::Serialize for DictValues<'_> {
 
 impl Dict {
     /// The dictionary of `values` (by code) used by `codes` (every code of every row).
-    fn rebuild(values: Vec<String>, codes: impl Iterator<Item = u32>) -> Result<Dict, String> {
+    fn rebuild(values: Vec<String>, codes: impl Iterator<Item = u32>) -> Result<Dict, Malformed> {
         if values.len() > u32::MAX as usize + 1 {
-            return Err(format!("a dictionary of {} values has more than 2^32 codes", values.len()));
+            return Err(malformed!("a dictionary of {} values has more than 2^32 codes", values.len()));
         }
         let mut refs = vec![0u32; values.len()];
         for code in codes {
             let count = refs
                 .get_mut(code as usize)
-                .ok_or_else(|| format!("code {code} is outside the dictionary of {} values", values.len()))?;
-            *count = count.checked_add(1).ok_or_else(|| format!("code {code} is used too many times"))?;
+                .ok_or_else(|| malformed!("code {code} is outside the dictionary of {} values", values.len()))?;
+            *count = count.checked_add(1).ok_or_else(|| malformed!("code {code} is used too many times"))?;
         }
         let mut dict = Dict { values: Vec::with_capacity(values.len()), refs, ..Dict::default() };
         for (code, value) in values.into_iter().enumerate() {
@@ -296,7 +297,7 @@ impl Dict {
             }
             let value: Arc<str> = Arc::from(value);
             if dict.lookup.insert(value.clone(), code as u32).is_some() {
-                return Err(format!("the value {value:?} has two codes in the dictionary"));
+                return Err(malformed!("the value {value:?} has two codes in the dictionary"));
             }
             dict.values.push(value);
         }
@@ -307,9 +308,9 @@ impl Dict {
 }
 
 /// Set rows are kept sorted (see [`Column`]).
-fn check_sorted<T: Ord>(rows: &[Box<[T]>]) -> Result<(), String> {
+fn check_sorted<T: Ord>(rows: &[Box<[T]>]) -> Result<(), Malformed> {
     match rows.iter().position(|row| !row.is_sorted()) {
-        Some(row) => Err(format!("the set of row {row} is not sorted")),
+        Some(row) => Err(malformed!("the set of row {row} is not sorted")),
         None => Ok(()),
     }
 }

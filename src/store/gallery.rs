@@ -6,18 +6,19 @@
 //! A write takes the lock briefly and changes the chunks it touches with `Arc::make_mut`: a
 //! chunk that no search holds is changed in place, one that a search holds is copied first
 //! (about a millisecond for 4 MiB), and the search goes on with the old copy. Every batch is
-//! checked whole before anything changes, so a snapshot sees all of a batch or none of it.
+//! checked whole (by the engine, `engine/check.rs`) before anything changes, so a snapshot sees all
+//! of a batch or none of it.
 //!
 //! Deleting a face moves the last face of its chunk into its place, so chunks stay dense;
 //! new faces go to the first chunk with room.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use foldhash::HashMap as FastMap;
 
-use crate::error::{Error, Result};
-use crate::schema::{FieldType, MetaValue, Schema};
+use super::Malformed;
+use crate::schema::{MetaValue, Schema};
 use crate::store::chunk::{Chunk, Face};
 use crate::store::column::Column;
 
@@ -39,43 +40,6 @@ pub struct FaceUpdate {
 
 /// The chunks of a gallery at one moment; scanning it needs no lock.
 pub type Snapshot = Vec<Arc<Chunk>>;
-
-/// Faces that writes already checked and logged, but not yet applied, add or delete.
-///
-/// A write is checked against the gallery *as it will be* once every earlier write is applied:
-/// the stored faces, overlaid with this. Each write marks the ids it adds or deletes with a
-/// ticket, and clears its marks when it is applied (unless a later write marked them again).
-#[derive(Debug, Default)]
-pub struct Pending {
-    next_ticket: u64,
-    ids: HashMap<u64, (bool, u64)>,
-}
-
-impl Pending {
-    /// Whether `id` will exist once the pending writes are applied, if one of them touches it.
-    pub fn exists(&self, id: u64) -> Option<bool> {
-        self.ids.get(&id).map(|&(exists, _)| exists)
-    }
-
-    /// Marks `ids` as added (`exists`) or deleted by the next write; returns its ticket.
-    pub fn mark(&mut self, ids: impl Iterator<Item = u64>, exists: bool) -> u64 {
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        for id in ids {
-            self.ids.insert(id, (exists, ticket));
-        }
-        ticket
-    }
-
-    /// Clears the marks of the write with `ticket`, now applied.
-    pub fn settle(&mut self, ids: impl Iterator<Item = u64>, ticket: u64) {
-        for id in ids {
-            if self.ids.get(&id).is_some_and(|&(_, marked_by)| marked_by == ticket) {
-                self.ids.remove(&id);
-            }
-        }
-    }
-}
 
 #[derive(Debug)]
 pub struct Gallery {
@@ -109,18 +73,18 @@ impl Gallery {
 
     /// A gallery of chunks loaded from a snapshot. Fails on an id stored twice or a chunk whose
     /// shape does not fit the schema and facen size.
-    pub fn from_chunks(schema: Arc<Schema>, dim: usize, chunks: Vec<Chunk>) -> Result<Gallery, String> {
+    pub fn from_chunks(schema: Arc<Schema>, dim: usize, chunks: Vec<Chunk>) -> Result<Gallery, Malformed> {
         let mut gallery = Gallery::new(schema, dim);
         gallery.locations.reserve(chunks.iter().map(Chunk::len).sum());
         for chunk in chunks.into_iter().filter(|chunk| !chunk.is_empty()) {
             if chunk.dim() != dim {
-                return Err(format!("a chunk has {}-d vectors; facens are {dim}-d", chunk.dim()));
+                return Err(Malformed(format!("a chunk has {}-d vectors; facens are {dim}-d", chunk.dim())));
             }
             chunk.check_schema(&gallery.schema)?;
             let index = gallery.chunks.len() as u32;
             for (row, &id) in chunk.ids.iter().enumerate() {
                 if gallery.locations.insert(id, Location { chunk: index, row: row as u32 }).is_some() {
-                    return Err(format!("face {id} is stored twice"));
+                    return Err(Malformed(format!("face {id} is stored twice")));
                 }
             }
             if chunk.len() < gallery.chunk_rows {
@@ -176,54 +140,20 @@ impl Gallery {
         Some(self.chunks[at.chunk as usize].face(at.row as usize))
     }
 
-    /// Whether face `id` exists once the `pending` writes are applied.
-    fn will_exist(&self, id: u64, pending: &Pending) -> bool {
-        pending.exists(id).unwrap_or_else(|| self.locations.contains_key(&id))
+    pub fn contains(&self, id: u64) -> bool {
+        self.locations.contains_key(&id)
     }
 
-    /// Adds all faces or none: an id already stored, or twice in the batch, is a conflict.
-    pub fn add(&mut self, faces: &[Face]) -> Result<()> {
-        self.check_add(faces, &Pending::default())?;
-        self.insert(faces);
-        Ok(())
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
     }
 
-    /// Whether `faces` can be added after the `pending` writes: well-formed, no id stored or
-    /// twice in the batch.
-    pub fn check_add(&self, faces: &[Face], pending: &Pending) -> Result<()> {
-        let mut seen = HashSet::with_capacity(faces.len());
-        for face in faces {
-            self.check_vector(face.id, &face.vector)?;
-            if face.meta.len() != self.schema.fields().len() {
-                return Err(Error::bad_param(
-                    "meta",
-                    format!(
-                        "face {}: {} meta values for {} schema fields",
-                        face.id,
-                        face.meta.len(),
-                        self.schema.fields().len()
-                    ),
-                )
-                .with_value(face.id));
-            }
-            for (position, value) in face.meta.iter().enumerate() {
-                self.check_meta(face.id, position, value)?;
-            }
-            if self.will_exist(face.id, pending) {
-                return Err(Error::conflict(format!("face {} already exists", face.id))
-                    .with_param("id")
-                    .with_value(face.id));
-            }
-            if !seen.insert(face.id) {
-                return Err(Error::conflict(format!("face {} appears twice in the request", face.id))
-                    .with_param("id")
-                    .with_value(face.id));
-            }
-        }
-        Ok(())
+    /// The facen size.
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
-    /// Adds faces that [`check_add`](Self::check_add) accepted.
+    /// Adds faces, which the engine checked: well-formed, none stored, none twice.
     pub fn insert(&mut self, faces: &[Face]) {
         self.locations.reserve(faces.len());
         for face in faces {
@@ -237,36 +167,6 @@ impl Gallery {
         }
     }
 
-    /// The wire layer builds faces that pass these checks; they guard the library API.
-    fn check_vector(&self, id: u64, vector: &[f32]) -> Result<()> {
-        if vector.len() != self.dim || vector.iter().any(|x| !x.is_finite()) {
-            return Err(Error::bad_param(
-                "facen",
-                format!("face {id}: a facen is {} finite float32 values, got {}", self.dim, vector.len()),
-            )
-            .with_value(id));
-        }
-        Ok(())
-    }
-
-    fn check_meta(&self, id: u64, position: usize, value: &MetaValue) -> Result<()> {
-        let field = self.schema.fields().get(position);
-        let fits = field.is_some_and(|field| {
-            matches!(
-                (field.field_type, value),
-                (FieldType::String, MetaValue::String(_))
-                    | (FieldType::Unsigned, MetaValue::Unsigned(_))
-                    | (FieldType::StringSet, MetaValue::StringSet(_))
-                    | (FieldType::UnsignedSet, MetaValue::UnsignedSet(_))
-            )
-        });
-        if fits {
-            return Ok(());
-        }
-        let param = field.map_or_else(|| format!("meta[{position}]"), |f| format!("meta.{}", f.name));
-        Err(Error::bad_param(param, format!("face {id}: {value:?} does not fit the schema field")).with_value(id))
-    }
-
     fn chunk_with_room(&mut self) -> u32 {
         if let Some(&index) = self.with_room.first() {
             return index;
@@ -275,22 +175,6 @@ impl Gallery {
         let index = (self.chunks.len() - 1) as u32;
         self.with_room.insert(index);
         index
-    }
-
-    /// Deletes all the faces or none: one missing id is `NOT_FOUND` and nothing is deleted.
-    /// An id given twice is deleted once.
-    pub fn delete(&mut self, ids: &[u64]) -> Result<()> {
-        self.check_delete(ids, &Pending::default())?;
-        self.remove(ids);
-        Ok(())
-    }
-
-    /// Whether every face exists after the `pending` writes.
-    pub fn check_delete(&self, ids: &[u64], pending: &Pending) -> Result<()> {
-        match ids.iter().find(|&&id| !self.will_exist(id, pending)) {
-            Some(&missing) => Err(Error::face_not_found(missing)),
-            None => Ok(()),
-        }
     }
 
     /// Removes the faces of these ids that are stored; returns how many it removed.
@@ -307,36 +191,7 @@ impl Gallery {
         before - self.locations.len()
     }
 
-    /// Applies all updates or none, and returns the updated faces in request order.
-    pub fn update(&mut self, updates: &[FaceUpdate]) -> Result<Vec<Face>> {
-        self.check_update(updates, &Pending::default())?;
-        Ok(self.apply(updates))
-    }
-
-    /// Whether every face exists after the `pending` writes, none is named twice, and the new
-    /// values fit.
-    pub fn check_update(&self, updates: &[FaceUpdate], pending: &Pending) -> Result<()> {
-        let mut seen = HashSet::with_capacity(updates.len());
-        for update in updates {
-            if let Some(vector) = &update.vector {
-                self.check_vector(update.id, vector)?;
-            }
-            for (position, value) in &update.meta {
-                self.check_meta(update.id, *position, value)?;
-            }
-            if !self.will_exist(update.id, pending) {
-                return Err(Error::face_not_found(update.id));
-            }
-            if !seen.insert(update.id) {
-                return Err(Error::bad_param("id", format!("face {} appears twice in the request", update.id))
-                    .with_value(update.id));
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies updates that [`check_update`](Self::check_update) accepted; returns the faces
-    /// as they are now.
+    /// Applies updates, which the engine checked; returns the faces as they are now, in order.
     pub fn apply(&mut self, updates: &[FaceUpdate]) -> Vec<Face> {
         let mut updated = Vec::with_capacity(updates.len());
         for update in updates {
@@ -371,44 +226,24 @@ mod tests {
         let mut gallery = Gallery::new(schema(), 2);
         gallery.chunk_rows = 4;
         let faces: Vec<Face> = (0..10).map(face).collect();
-        gallery.add(&faces).unwrap();
+        gallery.insert(&faces);
         assert_eq!(gallery.chunks.len(), 3);
-        gallery.delete(&[0, 5, 9, 5]).unwrap();
+        gallery.remove(&[0, 5, 9, 5]);
         assert_eq!(gallery.len(), 7);
         for id in [1, 2, 3, 4, 6, 7, 8] {
             assert_eq!(gallery.get(id), Some(face(id)), "face {id}");
         }
         // New faces fill the holes first.
-        gallery.add(&[face(100)]).unwrap();
+        gallery.insert(&[face(100)]);
         assert_eq!(gallery.locate(100).unwrap().chunk, 0);
-    }
-
-    #[test]
-    fn failed_batches_change_nothing() {
-        let mut gallery = Gallery::new(schema(), 2);
-        gallery.add(&[face(1), face(2)]).unwrap();
-        let before = gallery.snapshot();
-        assert_eq!(gallery.add(&[face(3), face(1)]).unwrap_err().code, 409);
-        assert_eq!(gallery.add(&[face(4), face(4)]).unwrap_err().code, 409);
-        assert_eq!(gallery.delete(&[1, 7]).unwrap_err().code, 404);
-        let short = Face { id: 5, vector: vec![1.0], meta: face(5).meta };
-        assert_eq!(gallery.add(&[short]).unwrap_err().param.as_deref(), Some("facen"));
-        let mistyped = Face { id: 6, vector: vec![1.0, 2.0], meta: vec![MetaValue::Unsigned(3)] };
-        assert_eq!(gallery.add(&[mistyped]).unwrap_err().param.as_deref(), Some("meta.cam"));
-        let update = FaceUpdate { id: 1, vector: None, meta: vec![(0, MetaValue::Unsigned(1))] };
-        assert_eq!(gallery.update(&[update]).unwrap_err().param.as_deref(), Some("meta.cam"));
-        let update = FaceUpdate { id: 9, vector: None, meta: vec![] };
-        assert_eq!(gallery.update(&[update]).unwrap_err().code, 404);
-        assert_eq!(gallery.len(), 2);
-        assert!(Arc::ptr_eq(&before[0], &gallery.snapshot()[0]), "no chunk was touched");
     }
 
     #[test]
     fn a_write_copies_a_chunk_that_a_snapshot_holds() {
         let mut gallery = Gallery::new(schema(), 2);
-        gallery.add(&[face(1)]).unwrap();
+        gallery.insert(&[face(1)]);
         let snapshot = gallery.snapshot();
-        gallery.add(&[face(2)]).unwrap();
+        gallery.insert(&[face(2)]);
         assert_eq!(snapshot[0].len(), 1);
         assert_eq!(gallery.snapshot()[0].len(), 2);
     }

@@ -1,23 +1,19 @@
-//! The write-ahead log: every write, one record, on disk before it is acknowledged.
+//! The write-ahead log: entries of bytes, on disk before they are acknowledged.
 //!
-//! A write request (gallery add/delete, faces add/update/delete) becomes one [`Entry`] (a
-//! batch is one entry: all or nothing). Entries carry a Raft-style `index` (the log sequence
-//! number, LSN) and `term`, so that this log can become the replicated log of the Raft issue:
-//! one log, not two.
+//! An entry is an `index` (the log sequence number, from 1, without gaps), the Raft `term` it
+//! was written in (1 on a single node), and a payload of bytes. What the payload means is the
+//! engine's (`crate::engine::op`); this layer only keeps bytes in order, checked.
 //!
-//! - `codec.rs`: entries to bytes and back (serde + bincode 2.0.1, pinned; nothing else in the
-//!   crate knows the encoding, so it can be swapped).
+//! - `codec.rs`: an entry's record payload: index and term, then the bytes.
 //! - `segment.rs`: the file format. A log is a directory of segment files named by their first
 //!   index; each has a header with a format version, then records `[len][crc32][payload]`.
 //!   Reading tells a torn last record (a crash mid-write: truncate it) from corruption
 //!   elsewhere (stop, naming the file and the byte offset).
-//! - `writer.rs`: one thread owns the open segment and appends; concurrent writers queue their
-//!   entries and share one `fsync` (group commit). Segments rotate by size.
-//! - `recover.rs`: reading a whole log back in order (cutting off a torn tail) and replaying it
-//!   into an engine.
-//!
-//! Status: the log is complete and tested on its own; `facedb serve` does not use it yet
-//! (recovery, snapshots and the wiring come next, see issue 4).
+//! - `writer.rs`: appending a round of entries with one `write` and, in `fsync` mode, one
+//!   fsync (group commit: the caller, `crate::durable`'s commit loop, batches the writes that
+//!   queued meanwhile); segments rotate by size.
+//! - `recover.rs`: reading a whole log back in order (cutting off a torn tail), and deleting
+//!   the segments a snapshot made unnecessary.
 
 pub mod codec;
 pub mod recover;
@@ -27,55 +23,16 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
-use serde::{Deserialize, Serialize};
-
-use crate::index::gallery_index::IndexOverrides;
-use crate::store::{Face, FaceUpdate};
-
-/// A change to the database, as logged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Op {
-    /// The schema (as [`Schema::to_yaml`](crate::schema::Schema::to_yaml)) and facen size the
-    /// entries after it are written in: the first entry of a new database, and again after an
-    /// allowed schema change.
-    Configure {
-        schema: String,
-        facen_size: u64,
-    },
-    CreateGallery {
-        name: String,
-    },
-    DeleteGallery {
-        name: String,
-    },
-    AddFaces {
-        gallery: String,
-        faces: Vec<Face>,
-    },
-    UpdateFaces {
-        gallery: String,
-        updates: Vec<FaceUpdate>,
-    },
-    DeleteFaces {
-        gallery: String,
-        ids: Vec<u64>,
-    },
-    /// A gallery created with index parameters of its own (one created without is a
-    /// `CreateGallery`). Variants are only ever appended: their position is their tag.
-    CreateIndexedGallery {
-        name: String,
-        index: IndexOverrides,
-    },
-}
+use std::path::PathBuf;
 
 /// One record of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Position in the log, from 1, without gaps.
     pub index: u64,
     /// The Raft term the entry was written in (1 on a single node).
     pub term: u64,
-    pub op: Op,
+    pub payload: Vec<u8>,
 }
 
 /// When an append is acknowledged (the original's `wal_mode`).
@@ -99,4 +56,38 @@ impl WalMode {
             _ => None,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WalMode::None => "none",
+            WalMode::Write => "write",
+            WalMode::Fsync => "fsync",
+        }
+    }
 }
+
+/// What can go wrong with a log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed; `what` says which, naming the file.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes of a segment are not what was written.
+    #[error("{}: byte {offset}: {problem}", file.display())]
+    Corrupt { file: PathBuf, offset: u64, problem: String },
+    /// The segments do not continue each other, or a file is in the way.
+    #[error("{}: {problem}", file.display())]
+    Layout { file: PathBuf, problem: String },
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io { what: what.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

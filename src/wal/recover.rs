@@ -1,4 +1,4 @@
-//! Reading a whole log back at start, and replaying it into an engine.
+//! Reading a whole log back at start.
 //!
 //! [`read_log`] reads the segments in index order and checks that they continue each other.
 //! Recovery starts from a snapshot: [`ReadOptions::after`] is its index, and only the entries
@@ -18,10 +18,9 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use crate::store::Engine;
 use crate::wal::segment::{first_index_of, scan, scan_forced, HEADER_LEN};
 use crate::wal::writer::sync_dir;
-use crate::wal::Entry;
+use crate::wal::{Entry, Error, Result};
 
 pub use crate::wal::segment::Skipped;
 
@@ -52,15 +51,15 @@ pub struct Log {
 }
 
 /// The segments of a log directory, in index order.
-pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     let listing = match std::fs::read_dir(dir) {
         Ok(listing) => listing,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(format!("cannot list the log directory {}: {e}", dir.display())),
+        Err(e) => return Err(Error::io(format!("cannot list the log directory {}", dir.display()), e)),
     };
     for item in listing {
-        let item = item.map_err(|e| format!("cannot list the log directory {}: {e}", dir.display()))?;
+        let item = item.map_err(|e| Error::io(format!("cannot list the log directory {}", dir.display()), e))?;
         let name = item.file_name();
         if let Some(first) = name.to_str().and_then(first_index_of) {
             found.push((first, item.path()));
@@ -75,11 +74,11 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
 ///
 /// The log must reach back to `after + 1`: a first needed segment that starts later means
 /// entries are missing, which is corruption (in a forced read, a recorded gap).
-pub fn read_log(dir: &Path, options: &ReadOptions) -> Result<Log, String> {
+pub fn read_log(dir: &Path, options: &ReadOptions) -> Result<Log> {
     let mut entries = Vec::new();
     let mut log = read_log_each(dir, options, |entry| {
         entries.push(entry);
-        Ok(())
+        Ok::<(), Error>(())
     })?;
     log.entries = entries;
     Ok(log)
@@ -87,12 +86,12 @@ pub fn read_log(dir: &Path, options: &ReadOptions) -> Result<Log, String> {
 
 /// [`read_log`], handing each entry to `each` as its segment is read instead of collecting
 /// them: recovery replays a long log holding one segment's entries at a time. The returned
-/// `Log` has no entries. An error from `each` stops the read.
-pub fn read_log_each(
+/// `Log` has no entries. An error from `each` stops the read, and is returned as it is.
+pub fn read_log_each<E: From<Error>>(
     dir: &Path,
     options: &ReadOptions,
-    mut each: impl FnMut(Entry) -> Result<(), String>,
-) -> Result<Log, String> {
+    mut each: impl FnMut(Entry) -> std::result::Result<(), E>,
+) -> std::result::Result<Log, E> {
     let segments = segments(dir)?;
     let first_needed = options.after.saturating_add(1);
     let mut log = Log { entries: Vec::new(), next_index: first_needed, truncated: None, skipped: Vec::new() };
@@ -113,7 +112,9 @@ pub fn read_log_each(
                 Some(format!("starts at index {first}, but the log before it ends at {}", expected - 1))
             };
             match problem {
-                Some(problem) if !options.force => return Err(format!("{}: {problem}", path.display())),
+                Some(problem) if !options.force => {
+                    return Err(Error::Layout { file: path.clone(), problem }.into());
+                }
                 Some(problem) if first > expected => {
                     let reason = format!("entries {expected} to {} are missing: {problem}", first - 1);
                     record(&mut log, Skipped { file: path.clone(), offset: 0, bytes: 0, reason });
@@ -127,7 +128,7 @@ pub fn read_log_each(
         if read.torn_at == Some(0) {
             // The header was never fully written: the segment holds nothing.
             if is_last {
-                std::fs::remove_file(path).map_err(|e| format!("{}: cannot remove: {e}", path.display()))?;
+                std::fs::remove_file(path).map_err(|e| Error::io(format!("{}: cannot remove", path.display()), e))?;
                 sync_dir(dir)?;
                 tracing::warn!(
                     file = %path.display(),
@@ -142,7 +143,7 @@ pub fn read_log_each(
                 read.len
             );
             if !options.force {
-                return Err(format!("{}: byte 0: {problem}", path.display()));
+                return Err(Error::Corrupt { file: path.clone(), offset: 0, problem }.into());
             }
             record(&mut log, Skipped { file: path.clone(), offset: 0, bytes: read.len, reason: problem });
             expected = None;
@@ -176,10 +177,8 @@ pub fn read_log_each(
                 record(&mut log, Skipped { file: path.clone(), offset, bytes: read.len - offset, reason });
             }
             (Some(offset), _) => {
-                return Err(format!(
-                    "{}: byte {offset}: record cut short in a segment that is not the last",
-                    path.display()
-                ));
+                let problem = "record cut short in a segment that is not the last".to_owned();
+                return Err(Error::Corrupt { file: path.clone(), offset, problem }.into());
             }
             // Bad bytes at the end of the last segment, with no whole record after them: cut off
             // too (they are in `skipped`). Nothing in them can be read, and the writer starts a
@@ -228,7 +227,7 @@ fn record(log: &mut Log, skipped: Skipped) {
 ///
 /// The caller passes the index of the **oldest kept snapshot** + 1: recovery may fall back to
 /// that snapshot when the newer ones cannot be read, and then needs the log from there on.
-pub fn prune(dir: &Path, keep_from: u64) -> Result<Vec<PathBuf>, String> {
+pub fn prune(dir: &Path, keep_from: u64) -> Result<Vec<PathBuf>> {
     let segments = segments(dir)?;
     let mut removed = Vec::new();
     // Oldest first, so that a crash in the middle leaves a log without holes.
@@ -237,7 +236,8 @@ pub fn prune(dir: &Path, keep_from: u64) -> Result<Vec<PathBuf>, String> {
         if *next_first > keep_from {
             break;
         }
-        std::fs::remove_file(path).map_err(|e| format!("cannot delete log segment {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| Error::io(format!("cannot delete log segment {}", path.display()), e))?;
         removed.push(path.clone());
     }
     if !removed.is_empty() {
@@ -246,20 +246,12 @@ pub fn prune(dir: &Path, keep_from: u64) -> Result<Vec<PathBuf>, String> {
     Ok(removed)
 }
 
-fn truncate(path: &Path, offset: u64) -> Result<(), String> {
+fn truncate(path: &Path, offset: u64) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| format!("{}: cannot open to truncate: {e}", path.display()))?;
+        .map_err(|e| Error::io(format!("{}: cannot open to truncate", path.display()), e))?;
     file.set_len(offset)
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: cannot truncate to {offset}: {e}", path.display()))
-}
-
-/// Applies logged operations to an engine, in order.
-pub fn replay(engine: &Engine, entries: &[Entry]) -> Result<(), String> {
-    for entry in entries {
-        engine.replay(entry).map_err(|e| format!("log entry {}: cannot replay: {}", entry.index, e.message))?;
-    }
-    Ok(())
+        .map_err(|e| Error::io(format!("{}: cannot truncate to {offset}", path.display()), e))
 }

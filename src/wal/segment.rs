@@ -8,14 +8,14 @@
 //! records:           length u32 LE | crc32 u32 LE (of the payload) | payload (length bytes)
 //! ```
 //!
-//! The payload is one encoded [`Entry`] (see `codec.rs`); entries follow each other with
+//! The payload is one [`Entry`]: its index and term, then its bytes (see `codec.rs`); entries follow each other with
 //! consecutive indices. [`scan`] reads a segment back and classifies its end:
 //!
 //! - a record cut short at the end of the file is a **torn tail** (the process died while
 //!   writing it): [`Scan::torn_at`] gives the offset to truncate the file to. A file shorter
 //!   than the header is torn at 0: it was created, but its header never fully written;
 //! - anything else wrong (bad magic or version, a header whose first index is not the file
-//!   name's, a CRC mismatch, an undecodable payload, a gap in the indices, a length beyond
+//!   name's, a CRC mismatch, a payload shorter than index and term, a gap in the indices, a length beyond
 //!   [`MAX_RECORD`]) is **corruption**, reported with the file and the byte offset.
 //!
 //! Only the last segment of a log may have a torn tail; recovery enforces that. A length field
@@ -32,7 +32,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::wal::{codec, Entry};
+use crate::wal::{codec, Entry, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"FACEDBWL";
 pub const FORMAT_VERSION: u32 = 1;
@@ -100,7 +100,7 @@ pub struct Skipped {
 }
 
 /// Reads a whole segment. Errors name the file and the byte offset.
-pub fn scan(path: &Path) -> Result<Scan, String> {
+pub fn scan(path: &Path) -> Result<Scan> {
     read(path, None)
 }
 
@@ -110,19 +110,20 @@ pub fn scan(path: &Path) -> Result<Scan, String> {
 /// when the file cannot be read.
 ///
 /// After a bad record, the scan resynchronises: it searches forward byte by byte for the next
-/// offset where a whole record starts (a length that fits in the file, a matching CRC, an entry
-/// that decodes, an index not below the one expected) and continues from there. A record whose
+/// offset where a whole record starts (a length that fits in the file, a matching CRC, an
+/// index not below the one expected) and continues from there. A record whose
 /// index jumps ahead without bad bytes before it is kept, and the gap recorded with `bytes: 0`.
 /// A record cut short at the end of the file is a torn tail (as in [`scan`]) only if no whole
 /// record follows its start; otherwise it is a bad record too.
-pub fn scan_forced(path: &Path, from: u64) -> Result<Scan, String> {
+pub fn scan_forced(path: &Path, from: u64) -> Result<Scan> {
     read(path, Some(from))
 }
 
-fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("{}: cannot read", path.display()), e))?;
     let named = path.file_name().and_then(|name| name.to_str()).and_then(first_index_of);
-    let located = |offset: usize, problem: String| format!("{}: byte {offset}: {problem}", path.display());
+    let located =
+        |offset: usize, problem: String| Error::Corrupt { file: path.to_owned(), offset: offset as u64, problem };
     let mut scan = Scan {
         first_index: named.unwrap_or(0),
         entries: Vec::new(),
@@ -269,8 +270,8 @@ impl Records<'_> {
             return Record::Bad("record checksum mismatch (crc32)".to_owned());
         }
         match codec::decode(payload) {
-            Ok(entry) => Record::Whole { entry, end: payload_at + len },
-            Err(e) => Record::Bad(e),
+            Some(entry) => Record::Whole { entry, end: payload_at + len },
+            None => Record::Bad(format!("a record of {len} bytes, shorter than index and term")),
         }
     }
 
@@ -290,7 +291,7 @@ impl Records<'_> {
                 continue;
             }
             match codec::decode(&bytes[payload_at..payload_at + len]) {
-                Ok(entry) if entry.index >= next => return Some(Found { at, entry, end: payload_at + len }),
+                Some(entry) if entry.index >= next => return Some(Found { at, entry, end: payload_at + len }),
                 _ => {}
             }
         }

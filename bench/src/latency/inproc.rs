@@ -10,12 +10,15 @@
 //! inside a one-thread pool's `install`, a search is pinned to one core; called from an
 //! ordinary thread, it uses rayon's global pool (one thread per core).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use facedb::durable::Database;
+use facedb::engine::{Engine, EngineConfig};
 use facedb::search::parse::parse_query;
 use facedb::search::Query;
-use facedb::store::{Engine, EngineConfig, Face};
+use facedb::store::Face;
 
 use super::data::{self, DataGen, MetaFilter};
 use crate::progress::Progress;
@@ -27,15 +30,15 @@ pub const BATCH: usize = 10_000;
 const MAX_SEARCH_LIMIT: usize = 10_000;
 
 /// A fresh engine with the bench schema and an empty gallery.
-pub fn new_engine(dim: usize) -> Result<Engine> {
+pub fn new_engine(dim: usize) -> Result<Arc<Database>> {
     let config = EngineConfig { facen_size: dim, max_search_limit: MAX_SEARCH_LIMIT, ..EngineConfig::default() };
-    let engine = Engine::new(data::schema()?, config)?;
+    let engine = Database::in_memory(data::schema()?, config)?;
     engine.create_gallery(GALLERY)?;
     Ok(engine)
 }
 
 /// Adds faces `0..size`; returns the time spent in `add_faces` (generation excluded).
-pub fn load(engine: &Engine, gen: &DataGen, size: usize) -> Result<Duration> {
+pub fn load(engine: &Database, gen: &DataGen, size: usize) -> Result<Duration> {
     let mut progress = Progress::new(format!("loading {size} faces in-process"), size);
     let mut adding = Duration::ZERO;
     let mut done = 0;

@@ -12,8 +12,8 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use super::gallery_index::IndexView;
 use super::planner::SAMPLE_ROWS;
+use crate::index::gallery_index::IndexView;
 use crate::search::filter::ChunkFilter;
 use crate::search::Condition;
 use crate::store::chunk::Chunk;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::durable::Database;
 use crate::index::{IndexParams, IndexSettings};
 use crate::schema::MetaValue;
 use crate::search::{Condition, FacenFilter, Op as SearchOp, Sort, Target};
@@ -16,8 +17,9 @@ fn schema() -> Schema {
     Schema::from_yaml("- {id: 1, name: bucket, field_type: unsigned, default: 0}\n", "test").unwrap()
 }
 
-fn engine(settings: IndexSettings) -> Engine {
-    Engine::new(schema(), EngineConfig { facen_size: DIM, index: settings, ..EngineConfig::default() }).unwrap()
+/// An engine behind the commit loop, in memory: writes are checked, logged and applied.
+fn engine(settings: IndexSettings) -> Arc<Database> {
+    Database::in_memory(schema(), EngineConfig { facen_size: DIM, index: settings, ..EngineConfig::default() }).unwrap()
 }
 
 fn settings(ef_search: usize) -> IndexSettings {
@@ -146,7 +148,7 @@ fn a_face_is_found_at_once_and_enters_the_graph_soon() {
 
 #[test]
 fn a_rebuild_during_searches_and_writes_loses_nothing() {
-    let engine = Arc::new(engine(IndexSettings { rebuild_share: 0.1, ..settings(200) }));
+    let engine = engine(IndexSettings { rebuild_share: 0.1, ..settings(200) });
     engine.create_gallery("g").unwrap();
     let mut vectors = Vectors(4);
     let first: Vec<Face> = (0..3000).map(|id| face(id, vectors.next())).collect();

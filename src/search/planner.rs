@@ -8,7 +8,7 @@
 //!   exactly: fewer than the gallery size that gets a graph (`min_faces`: below it a scan is
 //!   cheap), or less than [`INDEX_MIN_SHARE`] of the gallery (a filtered walk scores about
 //!   `ef / share` nodes to collect `ef` passing ones). The share is a fixed rule, not a cost
-//!   estimate: issue 5 asks for filters passing 10% and more to go through the graph, though
+//!   estimate: filters passing 10% and more are meant to go through the graph, though
 //!   at 1M faces a 10% walk (14.8 ms) costs more than a scan on two threads (4.9 ms;
 //!   docs/benchmarks.md).
 //! - Otherwise the walk collects `ef_search` candidates, at least `limit`, which are re-ranked
