@@ -21,10 +21,47 @@
 //! the shard go away.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// What is wrong with a cluster record, a layout, their files, or a [`HEADER`] value.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A field of a record that makes no sense: its name and why (the value in it).
+    #[error("{field}: {why}")]
+    Field { field: &'static str, why: String },
+    /// A [`HEADER`] value not of the form `<id>/<shard>/<shards>`.
+    #[error("{HEADER} must be <cluster id>/<shard>/<shards>, not {value:?}")]
+    HeaderForm { value: String },
+    /// A [`HEADER`] value of the right form naming a record that makes no sense.
+    #[error("{HEADER}: {error}")]
+    HeaderRecord { error: Box<ClusterError> },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    /// A file that is not the JSON of its record (unknown keys included).
+    #[error("{}: not a valid record: {error}", path.display())]
+    NotARecord { path: PathBuf, error: serde_json::Error },
+    #[error("cannot create {}: {error}", path.display())]
+    CreateDir { path: PathBuf, error: io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    /// A layout of no shards, read from or about to be written to `path`.
+    #[error(
+        "{}: shards: 0 is too small; a data dir has at least one local shard (write {{\"shards\": N}} with N the \
+         number of shard-K directories, or 1 when there are none)",
+        path.display()
+    )]
+    NoShards { path: PathBuf },
+    /// A data dir with local shard directories whose `layout.json` is gone.
+    #[error(
+        "{}: has local shard directories (shard-0, ...) but no layout.json saying how many; restore \
+         layout.json ({{\"shards\": N}} with N the number of shard-K directories)",
+        dir.display()
+    )]
+    NoLayout { dir: PathBuf },
+}
 
 /// The shard (0-based) that holds the face `id` in a cluster of `shards` shards.
 pub fn shard_of(id: u64, shards: usize) -> usize {
@@ -58,16 +95,18 @@ pub struct ClusterRecord {
 
 impl ClusterRecord {
     /// Checks the fields make sense: a position inside the count, a non-empty id.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ClusterError> {
         if self.id.trim().is_empty() {
-            return Err("id: the cluster id is empty".into());
+            return Err(ClusterError::Field { field: "id", why: "the cluster id is empty".into() });
         }
         // It travels in a header (`HEADER`).
         if !self.id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!("id: the cluster id {:?} must be printable ASCII without spaces", self.id));
+            let why = format!("the cluster id {:?} must be printable ASCII without spaces", self.id);
+            return Err(ClusterError::Field { field: "id", why });
         }
         if self.shards == 0 || self.shard >= self.shards {
-            return Err(format!("shard: {} is not a position in a cluster of {} shards", self.shard, self.shards));
+            let why = format!("{} is not a position in a cluster of {} shards", self.shard, self.shards);
+            return Err(ClusterError::Field { field: "shard", why });
         }
         Ok(())
     }
@@ -84,8 +123,8 @@ impl ClusterRecord {
 
     /// Reads a value of [`HEADER`] (the id may itself hold slashes: the last two parts are the
     /// numbers).
-    pub fn from_header(text: &str) -> Result<ClusterRecord, String> {
-        let bad = || format!("{HEADER} must be <cluster id>/<shard>/<shards>, not {text:?}");
+    pub fn from_header(text: &str) -> Result<ClusterRecord, ClusterError> {
+        let bad = || ClusterError::HeaderForm { value: text.to_owned() };
         let mut parts = text.rsplitn(3, '/');
         let (shards, shard, id) = (parts.next(), parts.next(), parts.next());
         let (Some(shards), Some(shard), Some(id)) = (shards, shard, id) else { return Err(bad()) };
@@ -94,7 +133,7 @@ impl ClusterRecord {
             shard: shard.parse().map_err(|_| bad())?,
             shards: shards.parse().map_err(|_| bad())?,
         };
-        record.check().map_err(|e| format!("{HEADER}: {e}"))?;
+        record.check().map_err(|error| ClusterError::HeaderRecord { error: Box::new(error) })?;
         Ok(record)
     }
 
@@ -110,12 +149,12 @@ pub fn record_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Reads the record of a data dir; `None` when the shard was never claimed.
-pub fn read_record(data_dir: &Path) -> Result<Option<ClusterRecord>, String> {
+pub fn read_record(data_dir: &Path) -> Result<Option<ClusterRecord>, ClusterError> {
     read_json(&record_path(data_dir))
 }
 
 /// Writes a record atomically (temporary file, fsync, rename, fsync of the directory).
-pub fn write_record(data_dir: &Path, record: &ClusterRecord) -> Result<(), String> {
+pub fn write_record(data_dir: &Path, record: &ClusterRecord) -> Result<(), ClusterError> {
     write_json(&record_path(data_dir), record)
 }
 
@@ -145,29 +184,34 @@ impl Layout {
     }
 }
 
+/// The file of a data dir's local layout.
+pub fn layout_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("layout.json")
+}
+
 /// The layout a data dir was created with: `None` for a new directory, `Some(1 shard)` for one
-/// made before layouts were recorded (it has a log at its top).
-pub fn read_layout(data_dir: &Path) -> Result<Option<Layout>, String> {
-    let recorded: Option<Layout> = read_json(&data_dir.join("layout.json"))?;
-    if recorded.is_some() {
-        return Ok(recorded);
+/// made before layouts were recorded (it has a log at its top). A recorded layout of 0 shards
+/// is refused: nothing could be placed on it.
+pub fn read_layout(data_dir: &Path) -> Result<Option<Layout>, ClusterError> {
+    let path = layout_path(data_dir);
+    match read_json::<Layout>(&path)? {
+        Some(Layout { shards: 0 }) => return Err(ClusterError::NoShards { path }),
+        Some(recorded) => return Ok(Some(recorded)),
+        None => {}
     }
     if data_dir.join("shard-0").is_dir() {
-        return Err(format!(
-            "{}: has local shard directories (shard-0, ...) but no layout.json saying how many; restore \
-             layout.json ({{\"shards\": N}} with N the number of shard-K directories)",
-            data_dir.display()
-        ));
+        return Err(ClusterError::NoLayout { dir: data_dir.to_owned() });
     }
     let legacy = ["wal", "snapshots"].iter().any(|d| data_dir.join(d).is_dir());
     Ok(legacy.then_some(Layout { shards: 1 }))
 }
 
-pub fn write_layout(data_dir: &Path, layout: &Layout) -> Result<(), String> {
+pub fn write_layout(data_dir: &Path, layout: &Layout) -> Result<(), ClusterError> {
+    let path = layout_path(data_dir);
     if layout.shards == 0 {
-        return Err("shards: a layout has at least one shard".into());
+        return Err(ClusterError::NoShards { path });
     }
-    write_json(&data_dir.join("layout.json"), layout)
+    write_json(&path, layout)
 }
 
 /// Total memory of this host in MB (from /proc/meminfo), if it can be read.
@@ -178,22 +222,24 @@ pub fn host_memory_mb() -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, ClusterError> {
     match fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: not a valid record: {e}", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| ClusterError::NotARecord { path: path.to_owned(), error }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ClusterError::Read { path: path.to_owned(), error }),
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
-    let dir = path.parent().ok_or_else(|| format!("{} has no directory", path.display()))?;
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let text = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ClusterError> {
+    let write_error = |error| ClusterError::Write { path: path.to_owned(), error };
+    // The paths written are files in a data dir: they have one.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|error| ClusterError::CreateDir { path: dir.to_owned(), error })?;
+    let text = serde_json::to_vec_pretty(value).map_err(|e| write_error(e.into()))?;
     let temporary = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
+    let write = || -> io::Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(&text)?;
         file.write_all(b"\n")?;
@@ -201,7 +247,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
         fs::rename(&temporary, path)?;
         fs::File::open(dir)?.sync_all()
     };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    write().map_err(write_error)
 }
 
 #[cfg(test)]
@@ -251,5 +297,36 @@ mod tests {
         write_record(&dir.0, &record).unwrap();
         assert_eq!(read_record(&dir.0).unwrap(), Some(record));
         assert!(ClusterRecord { id: "c".into(), shard: 3, shards: 3 }.check().is_err());
+    }
+
+    #[test]
+    fn a_layout_of_no_shards_is_refused_naming_the_file_the_key_and_the_value() {
+        let dir = crate::test_dir::TestDir::new("cluster-no-shards");
+        let path = layout_path(&dir.0);
+        fs::write(&path, "{\"shards\": 0}\n").unwrap();
+        let error = read_layout(&dir.0).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{}: shards: 0 is too small", path.display())), "{error}");
+        let error = write_layout(&dir.0, &Layout { shards: 0 }).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{}: shards: 0 is too small", path.display())), "{error}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = crate::test_dir::TestDir::new("cluster-bad-files");
+        fs::write(layout_path(&dir.0), "{\"shards\": 2, \"shard\": 1}").unwrap();
+        let error = read_layout(&dir.0).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{}: not a valid record: ", layout_path(&dir.0).display())), "{error}");
+        fs::remove_file(layout_path(&dir.0)).unwrap();
+        fs::create_dir(dir.0.join("shard-0")).unwrap();
+        let error = read_layout(&dir.0).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{}: has local shard directories", dir.0.display())), "{error}");
+        assert_eq!(
+            ClusterRecord::from_header("a/3/3").unwrap_err().to_string(),
+            "x-facedb-cluster: shard: 3 is not a position in a cluster of 3 shards"
+        );
+        assert_eq!(
+            ClusterRecord::from_header("1/3").unwrap_err().to_string(),
+            "x-facedb-cluster must be <cluster id>/<shard>/<shards>, not \"1/3\""
+        );
     }
 }

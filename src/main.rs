@@ -295,9 +295,8 @@ fn shard(args: ShardArgs) -> anyhow::Result<()> {
 fn router(args: RouterArgs) -> anyhow::Result<()> {
     let mut config = facedb::router::config::RouterConfig::from_yaml_file(&args.config).map_err(anyhow::Error::msg)?;
     if let Some(text) = args.listen {
-        config.listen = text.parse().map_err(|e| {
-            anyhow::anyhow!("--listen: {text:?} is not an address HOST:PORT such as 127.0.0.1:18411 ({e})")
-        })?;
+        config.listen =
+            facedb::config::parse_listen("--listen", &text, "127.0.0.1:18411").map_err(anyhow::Error::msg)?;
     }
     for warning in &config.warnings {
         tracing::warn!("{}: {warning}", args.config.display());
@@ -312,9 +311,7 @@ fn extract(args: ExtractCommandArgs) -> anyhow::Result<()> {
         None => ExtractServiceSettings::default(),
     };
     let listen_text = args.listen.or(file.listen).unwrap_or_else(|| facedb::extract::DEFAULT_EXTRACT_LISTEN.to_owned());
-    let listen = listen_text.parse().map_err(|e| {
-        anyhow::anyhow!("listen: {listen_text:?} is not an address HOST:PORT such as 127.0.0.1:18666 ({e})")
-    })?;
+    let listen = facedb::config::parse_listen("listen", &listen_text, "127.0.0.1:18666").map_err(anyhow::Error::msg)?;
     if args.keep_buffers || file.keep_buffers == Some(true) {
         // Before any thread starts: threads already running may have arenas of their own.
         facedb::server::keep_freed_memory();

@@ -342,7 +342,7 @@ async fn cluster_claim(State(state): State<AppState>, JsonBody(body): JsonBody) 
         Error::malformed(format!("a cluster claim is {{\"id\": text, \"shard\": n, \"shards\": n}}: {e}"))
             .with_value(body)
     })?;
-    record.check().map_err(|e| Error::bad_param("shard", e))?;
+    record.check().map_err(|e| Error::bad_param("shard", e.to_string()))?;
     let held = state.record.clone();
     let dir = state.database.data_dir().to_owned();
     let record = blocking(move || {
@@ -355,7 +355,7 @@ async fn cluster_claim(State(state): State<AppState>, JsonBody(body): JsonBody) 
                     .with_value(serde_json::to_value(held).unwrap_or_default()))
             }
             None => {
-                cluster::write_record(&dir, &record).map_err(Error::internal)?;
+                cluster::write_record(&dir, &record).map_err(|e| Error::internal(e.to_string()))?;
                 *held = Some(record.clone());
             }
         }
@@ -369,7 +369,11 @@ async fn cluster_claim(State(state): State<AppState>, JsonBody(body): JsonBody) 
 /// shard's record. Calls without the header (a client talking to the shard directly) pass.
 async fn expect_cluster(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(value) = request.headers().get(cluster::HEADER) else { return next.run(request).await };
-    let expected = match value.to_str().map_err(|e| e.to_string()).and_then(ClusterRecord::from_header) {
+    let expected = match value
+        .to_str()
+        .map_err(|e| e.to_string())
+        .and_then(|text| ClusterRecord::from_header(text).map_err(|e| e.to_string()))
+    {
         Ok(expected) => expected,
         Err(e) => return Error::bad_param(cluster::HEADER, e).into_response(),
     };
@@ -468,7 +472,11 @@ pub(crate) use galleries_routes;
 
 /// The API's routes over a database and a detection front-end; fails when the database's
 /// cluster record cannot be read.
-pub fn router(database: Arc<Database>, config: &ApiConfig, front: Arc<FrontEnd>) -> Result<Router, String> {
+pub fn router(
+    database: Arc<Database>,
+    config: &ApiConfig,
+    front: Arc<FrontEnd>,
+) -> Result<Router, cluster::ClusterError> {
     let record = cluster::read_record(database.data_dir())?;
     let state = AppState { database, front: front.clone(), record: Arc::new(parking_lot::RwLock::new(record)) };
     let admin = Router::new().route("/v2/admin/cluster", get(cluster_get).post(cluster_claim));

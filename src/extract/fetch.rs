@@ -27,14 +27,15 @@ const MAX_REDIRECTS: usize = 5;
 
 /// Parses a comma-separated list of networks (`10.0.0.0/8,::1/128`; a bare address is one
 /// host). An empty string denies nothing.
-pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
+pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, crate::config::ConfigError> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("deny_networks: {s:?} is not a network such as 10.0.0.0/8 or ::1/128"))
+            s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                let why = "is not a network such as 10.0.0.0/8 or ::1/128";
+                crate::config::ConfigError::setting("deny_networks", format!("{s:?}"), why)
+            })
         })
         .collect()
 }
@@ -268,7 +269,7 @@ mod tests {
     fn networks_parse_with_clear_errors() {
         assert_eq!(parse_networks("").unwrap(), vec![]);
         assert_eq!(parse_networks(" 127.0.0.2 , ::1/128").unwrap().len(), 2);
-        let err = parse_networks("10.0.0.0/8,localhost").unwrap_err();
+        let err = parse_networks("10.0.0.0/8,localhost").unwrap_err().to_string();
         assert!(err.contains("\"localhost\""), "{err}");
     }
 

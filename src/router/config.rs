@@ -7,8 +7,9 @@
 //! `normalized-storage.dir`, and `extract:`, the detection section of `facedb serve`'s file with
 //! the same keys (spelled with underscores, as there) read into the same [`ExtractSettings`].
 //!
-//! The text is read into a YAML [`Value`] and walked by hand rather than deserialized into
-//! structs, so that every error names the full dotted key (`storage-api.timeouts.connect`,
+//! The text is read into a YAML [`Value`] and walked by hand with [`Section`] (the settings
+//! loader `facedb serve` uses too, `crate::config`) rather than deserialized into structs, so
+//! that every error names the full dotted key (`storage-api.timeouts.connect`,
 //! `storage-api.shards[1].master`, list positions counted from 0) and an unknown key lists the
 //! keys accepted where it stands. Keys fall in three kinds:
 //!
@@ -25,10 +26,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml_ng::{Mapping, Value};
+use serde_yaml_ng::Value;
 use url::Url;
 
-use crate::config::{parse_bytes, ExtractSettings};
+use crate::config::{
+    describe, keys_of, parse_bytes, parse_listen, parse_yaml, read_yaml_file, ConfigError, ExtractSettings, Section,
+};
 
 /// The default listen address of `facedb router` (the seed's `findface-sf-api`).
 pub const DEFAULT_ROUTER_LISTEN: &str = "127.0.0.1:18411";
@@ -132,26 +135,22 @@ pub struct RouterConfig {
 impl RouterConfig {
     /// Reads the configuration from YAML `text`; errors begin with `source`, the file's name,
     /// then the dotted key.
-    pub fn from_yaml(text: &str, source: &str) -> Result<RouterConfig, String> {
-        let root: Value = serde_yaml_ng::from_str(text).map_err(|e| format!("{source}: {e}"))?;
-        read_config(&root).map_err(|e| format!("{source}: {e}"))
+    pub fn from_yaml(text: &str, source: &str) -> Result<RouterConfig, ConfigError> {
+        let path = Path::new(source);
+        read_config(&parse_yaml(text, path)?).map_err(|e| e.in_file(path))
     }
 
     /// Reads the configuration file at `path`; errors begin with the path.
-    pub fn from_yaml_file(path: &Path) -> Result<RouterConfig, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        RouterConfig::from_yaml(&text, &path.display().to_string())
+    pub fn from_yaml_file(path: &Path) -> Result<RouterConfig, ConfigError> {
+        read_config(&read_yaml_file(path)?).map_err(|e| e.in_file(path))
     }
 }
 
-fn read_config(root: &Value) -> Result<RouterConfig, String> {
+fn read_config(root: &Value) -> Result<RouterConfig, ConfigError> {
     let mut warnings = Vec::new();
     let top = Section::new(Some(root), String::new(), TOP_KEYS)?;
     let listen_text = top.text("listen")?.unwrap_or_else(|| DEFAULT_ROUTER_LISTEN.to_owned());
-    let listen = listen_text.trim().parse().map_err(|e| {
-        format!("listen: {listen_text:?} is not an address HOST:PORT with an IP, such as {DEFAULT_ROUTER_LISTEN} ({e})")
-    })?;
+    let listen = parse_listen("listen", listen_text.trim(), DEFAULT_ROUTER_LISTEN)?;
     let extraction = read_extraction(&top.section("extraction-api", &["extraction-api", "timeouts"])?, &mut warnings)?;
     let storage = read_storage(
         &top.section("storage-api", &["timeouts", "max-idle-conns-per-host", "max-inflight-per-shard", "shards"])?,
@@ -162,7 +161,7 @@ fn read_config(root: &Value) -> Result<RouterConfig, String> {
         None => DEFAULT_MAX_BODY_BYTES,
     };
     if max_body_bytes < 1024 {
-        return Err(format!("max-body-bytes: {max_body_bytes} is too small; it must be at least 1024"));
+        return Err(ConfigError::setting("max-body-bytes", max_body_bytes, "is too small; it must be at least 1024"));
     }
     let extract = read_extract(&top, &mut warnings)?;
     let uploads_dir = read_uploads_dir(
@@ -177,7 +176,7 @@ fn read_config(root: &Value) -> Result<RouterConfig, String> {
 }
 
 /// `extraction-api`: a URL makes extraction remote; its timeouts mean nothing without one.
-fn read_extraction(section: &Section, warnings: &mut Vec<String>) -> Result<Extraction, String> {
+fn read_extraction(section: &Section, warnings: &mut Vec<String>) -> Result<Extraction, ConfigError> {
     match section.text("extraction-api")?.filter(|text| !text.trim().is_empty()) {
         Some(text) => Ok(Extraction::Remote {
             url: http_url(&section.key("extraction-api"), &text)?,
@@ -195,24 +194,27 @@ fn read_extraction(section: &Section, warnings: &mut Vec<String>) -> Result<Extr
     }
 }
 
-fn read_storage(section: &Section, warnings: &mut Vec<String>) -> Result<StorageApi, String> {
+fn read_storage(section: &Section, warnings: &mut Vec<String>) -> Result<StorageApi, ConfigError> {
     let timeouts = read_timeouts(&section.section("timeouts", TIMEOUT_KEYS)?)?;
     let max_idle_conns_per_host = section.count("max-idle-conns-per-host")?.unwrap_or(DEFAULT_MAX_IDLE_CONNS_PER_HOST);
     let max_inflight_per_shard = section.count("max-inflight-per-shard")?.unwrap_or(DEFAULT_MAX_INFLIGHT_PER_SHARD);
     if max_inflight_per_shard == 0 {
-        return Err(format!("{}: 0 is too small; it must be at least 1", section.key("max-inflight-per-shard")));
+        let key = section.key("max-inflight-per-shard");
+        return Err(ConfigError::setting(key, 0, "is too small; it must be at least 1"));
     }
     let shards = read_shards(section, warnings)?;
     Ok(StorageApi { timeouts, max_idle_conns_per_host, max_inflight_per_shard, shards })
 }
 
-fn read_shards(storage: &Section, warnings: &mut Vec<String>) -> Result<Vec<ShardAddress>, String> {
+fn read_shards(storage: &Section, warnings: &mut Vec<String>) -> Result<Vec<ShardAddress>, ConfigError> {
     let key = storage.key("shards");
     let items = match storage.get("shards") {
-        None => return Err(format!("{key}: required; {SHARDS_HINT}")),
-        Some(Value::Sequence(items)) if items.is_empty() => return Err(format!("{key}: empty; {SHARDS_HINT}")),
+        None => return Err(ConfigError::Missing { key, why: format!("required; {SHARDS_HINT}") }),
+        Some(Value::Sequence(items)) if items.is_empty() => {
+            return Err(ConfigError::Missing { key, why: format!("empty; {SHARDS_HINT}") })
+        }
         Some(Value::Sequence(items)) => items,
-        Some(other) => return Err(format!("{key}: {} is not a list; {SHARDS_HINT}", describe(other))),
+        Some(other) => return Err(ConfigError::setting(key, describe(other), format!("is not a list; {SHARDS_HINT}"))),
     };
     let mut shards: Vec<ShardAddress> = Vec::with_capacity(items.len());
     for (position, item) in items.iter().enumerate() {
@@ -220,13 +222,14 @@ fn read_shards(storage: &Section, warnings: &mut Vec<String>) -> Result<Vec<Shar
         let master_key = shard.key("master");
         let master = match shard.text("master")? {
             Some(text) => http_url(&master_key, &text)?,
-            None => return Err(format!("{master_key}: required, such as http://127.0.0.1:8101/v2/")),
+            None => {
+                let why = "required, such as http://127.0.0.1:8101/v2/".to_owned();
+                return Err(ConfigError::Missing { key: master_key, why });
+            }
         };
         if let Some(first) = shards.iter().position(|earlier| earlier.master == master) {
-            return Err(format!(
-                "{master_key}: {:?} is the same shard as {key}[{first}].master; list each shard once",
-                master.as_str()
-            ));
+            let why = format!("is the same shard as {key}[{first}].master; list each shard once");
+            return Err(ConfigError::setting(master_key, format!("{:?}", master.as_str()), why));
         }
         let slave_key = shard.key("slave");
         let slave = match shard.text("slave")?.filter(|text| !text.trim().is_empty()) {
@@ -241,7 +244,7 @@ fn read_shards(storage: &Section, warnings: &mut Vec<String>) -> Result<Vec<Shar
     Ok(shards)
 }
 
-fn read_timeouts(section: &Section) -> Result<Timeouts, String> {
+fn read_timeouts(section: &Section) -> Result<Timeouts, ConfigError> {
     let defaults = Timeouts::default();
     let timeouts = Timeouts {
         connect: section.duration("connect")?.unwrap_or(defaults.connect),
@@ -254,7 +257,7 @@ fn read_timeouts(section: &Section) -> Result<Timeouts, String> {
         [("connect", timeouts.connect), ("response_header", timeouts.response_header), ("overall", timeouts.overall)];
     for (name, value) in limits {
         if value.is_zero() {
-            return Err(format!("{}: zero is too short; it must be more than zero", section.key(name)));
+            return Err(ConfigError::setting(section.key(name), "zero", "is too short; it must be more than zero"));
         }
     }
     Ok(timeouts)
@@ -263,8 +266,8 @@ fn read_timeouts(section: &Section) -> Result<Timeouts, String> {
 /// The detection settings: `extract:` as in `facedb serve`, then the seed's `limits` and
 /// `cache.inmemory.size` over it, all checked by [`ExtractSettings::resolve`], whose errors
 /// are given the key the value came from.
-fn read_extract(top: &Section, warnings: &mut Vec<String>) -> Result<ExtractSettings, String> {
-    let from_extract = read_extract_section(top)?;
+fn read_extract(top: &Section, warnings: &mut Vec<String>) -> Result<ExtractSettings, ConfigError> {
+    let from_extract = top.section("extract", keys_of::<ExtractSettings>())?.settings::<ExtractSettings>(&[])?;
     let limits = top.section("limits", &["url-length", "deny-networks", "body-image-length", "allow-return-facen"])?;
     let cache = top.section("cache", &["type", "inmemory", "memcache", "redis"])?;
     let inmemory = cache.section("inmemory", &["size"])?;
@@ -295,41 +298,26 @@ fn read_extract(top: &Section, warnings: &mut Vec<String>) -> Result<ExtractSett
     let settings = from_seed.over(from_extract);
     // `workers: 0` turns detection off and `resolve` checks nothing then; check the values anyway.
     let check = ExtractSettings { workers: Some(1), ..settings.clone() };
-    if let Err(error) = check.resolve() {
-        let from_seed_key = seed_keys.iter().filter(|(_, _, given)| *given).find_map(|(field, key, _)| {
-            error.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')).map(|rest| format!("{key}:{rest}"))
-        });
-        return Err(from_seed_key.unwrap_or_else(|| format!("{}.{error}", top.key("extract"))));
+    match check.resolve() {
+        Ok(_) => Ok(settings),
+        Err(ConfigError::Setting { key, value, why }) => {
+            let seed_key = seed_keys.iter().find(|(field, _, given)| *given && *field == key);
+            let key =
+                seed_key.map_or_else(|| crate::config::dotted(&top.key("extract"), &key), |(_, seed, _)| seed.clone());
+            Err(ConfigError::Setting { key, value, why })
+        }
+        Err(other) => Err(other.under(&top.key("extract"))),
     }
-    Ok(settings)
-}
-
-/// The `extract:` section, read one key at a time so that an error names its key.
-fn read_extract_section(top: &Section) -> Result<ExtractSettings, String> {
-    let path = top.key("extract");
-    let mapping = match top.get("extract") {
-        None => return Ok(ExtractSettings::default()),
-        Some(Value::Mapping(mapping)) => mapping,
-        Some(other) => return Err(format!("{path}: {} is not a mapping of keys such as workers", describe(other))),
-    };
-    mapping.iter().try_fold(ExtractSettings::default(), |settings, (name, value)| {
-        let one = Mapping::from_iter([(name.clone(), value.clone())]);
-        serde_yaml_ng::from_value::<ExtractSettings>(Value::Mapping(one))
-            .map(|setting| setting.over(settings))
-            .map_err(|e| format!("{}: {e}", dotted(&path, &key_name(name))))
-    })
 }
 
 /// `normalized-storage`: a local directory stands in for the seed's WebDAV and S3 stores.
-fn read_uploads_dir(section: &Section, warnings: &mut Vec<String>) -> Result<Option<PathBuf>, String> {
+fn read_uploads_dir(section: &Section, warnings: &mut Vec<String>) -> Result<Option<PathBuf>, ConfigError> {
     let enabled = section.flag("enabled")?.unwrap_or(true);
     let dir = section.text("dir")?.unwrap_or_else(|| DEFAULT_UPLOADS_DIR.to_owned());
     if enabled && dir.trim().is_empty() {
-        return Err(format!(
-            "{}: empty; name a directory such as {DEFAULT_UPLOADS_DIR}, or set {}: false",
-            section.key("dir"),
-            section.key("enabled")
-        ));
+        let why =
+            format!("empty; name a directory such as {DEFAULT_UPLOADS_DIR}, or set {}: false", section.key("enabled"));
+        return Err(ConfigError::Missing { key: section.key("dir"), why });
     }
     let reason = if enabled {
         format!("normalized face images are stored in the local directory {dir} ({})", section.key("dir"))
@@ -345,165 +333,16 @@ fn read_uploads_dir(section: &Section, warnings: &mut Vec<String>) -> Result<Opt
     Ok(enabled.then(|| PathBuf::from(dir)))
 }
 
-/// A mapping of the file and the dotted key that leads to it (empty at the top); its keys are
-/// known to be among those accepted there.
-struct Section<'a> {
-    path: String,
-    /// `None` when the section is absent or written with no value.
-    mapping: Option<&'a Mapping>,
-}
-
-impl<'a> Section<'a> {
-    fn new(value: Option<&'a Value>, path: String, accepted: &[&str]) -> Result<Section<'a>, String> {
-        let place = if path.is_empty() { "the top level".to_owned() } else { path.clone() };
-        let mapping = match value {
-            None | Some(Value::Null) => None,
-            Some(Value::Mapping(mapping)) => Some(mapping),
-            Some(other) => {
-                return Err(format!(
-                    "{place}: {} is not a mapping of keys such as {}",
-                    describe(other),
-                    accepted.join(", ")
-                ))
-            }
-        };
-        for key in mapping.into_iter().flat_map(Mapping::keys) {
-            let name = key_name(key);
-            if !accepted.contains(&name.as_str()) {
-                let place = if path.is_empty() { "at the top level".to_owned() } else { format!("in {path}") };
-                return Err(format!(
-                    "{}: unknown key; the keys accepted {place} are {}",
-                    dotted(&path, &name),
-                    accepted.join(", ")
-                ));
-            }
-        }
-        Ok(Section { path, mapping })
-    }
-
-    fn key(&self, name: &str) -> String {
-        dotted(&self.path, name)
-    }
-
-    /// Whether `name` is written at all, even with no value.
-    fn has(&self, name: &str) -> bool {
-        self.mapping.is_some_and(|mapping| mapping.contains_key(name))
-    }
-
-    /// The value of `name`; `None` when absent or written with no value (`name:`).
-    fn get(&self, name: &str) -> Option<&'a Value> {
-        self.mapping.and_then(|mapping| mapping.get(name)).filter(|value| !value.is_null())
-    }
-
-    fn section(&self, name: &str, accepted: &[&str]) -> Result<Section<'a>, String> {
-        Section::new(self.get(name), self.key(name), accepted)
-    }
-
-    /// A single value as text: a string as written, a number or a boolean as YAML reads it.
-    fn text(&self, name: &str) -> Result<Option<String>, String> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(Value::Number(number)) => Ok(Some(number.to_string())),
-            Some(Value::Bool(flag)) => Ok(Some(flag.to_string())),
-            Some(other) => Err(format!("{}: {} is not a single value", self.key(name), describe(other))),
-        }
-    }
-
-    fn count(&self, name: &str) -> Result<Option<usize>, String> {
-        let Some(text) = self.text(name)? else { return Ok(None) };
-        let count = text.trim().parse().map_err(|_| format!("{}: {text:?} is not a whole number", self.key(name)))?;
-        Ok(Some(count))
-    }
-
-    fn flag(&self, name: &str) -> Result<Option<bool>, String> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Value::Bool(flag)) => Ok(Some(*flag)),
-            Some(other) => Err(format!("{}: {} is not true or false", self.key(name), describe(other))),
-        }
-    }
-
-    fn duration(&self, name: &str) -> Result<Option<Duration>, String> {
-        let Some(text) = self.text(name)? else { return Ok(None) };
-        let duration = parse_duration(&text).ok_or_else(|| {
-            format!("{}: {text:?} is not a duration (e.g. 5s, 100ms, 1m, or seconds as a number)", self.key(name))
-        })?;
-        Ok(Some(duration))
-    }
-}
-
-fn dotted(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
-    }
-}
-
-fn key_name(key: &Value) -> String {
-    key.as_str().map_or_else(|| describe(key), str::to_owned)
-}
-
-/// A value as an error message shows it.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "nothing".to_owned(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => format!("{text:?}"),
-        Value::Sequence(_) => "a list".to_owned(),
-        Value::Mapping(_) => "a mapping".to_owned(),
-        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
-    }
-}
-
 fn ignored(key: &str, reason: &str) -> String {
     format!("{key}: accepted and ignored: {reason}")
 }
 
-/// Reads `5s`, `100ms`, `1.5s`, `1m30s`, `2h` (units ns, us, ms, s, m, h, as the seed's Go
-/// service reads them), or a plain number of seconds.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return nanoseconds(seconds, 1e9);
-    }
-    if text.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let number: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let unit_nanos = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total = total.checked_add(nanoseconds(number, unit_nanos)?)?;
-        rest = &rest[unit_end..];
-    }
-    Some(total)
-}
-
-/// `number` units of `unit_nanos` nanoseconds, rounded to the nanosecond (`0.3s` is 300ms).
-fn nanoseconds(number: f64, unit_nanos: f64) -> Option<Duration> {
-    let nanos = (number * unit_nanos).round();
-    (nanos.is_finite() && nanos >= 0.0 && nanos < u64::MAX as f64).then(|| Duration::from_nanos(nanos as u64))
-}
-
 /// An `http://` or `https://` URL with a host and no query or fragment, its path ending with
 /// `/` so that paths joined to it land under it.
-fn http_url(key: &str, text: &str) -> Result<Url, String> {
-    let invalid = |why: &str| format!("{key}: {text:?} is not an http:// or https:// URL with a host ({why})");
+fn http_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let invalid = |why: &str| {
+        ConfigError::setting(key, format!("{text:?}"), format!("is not an http:// or https:// URL with a host ({why})"))
+    };
     let mut url = Url::parse(text.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(&format!("its scheme is {}", url.scheme())));
@@ -524,6 +363,7 @@ fn http_url(key: &str, text: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_duration;
 
     /// The seed's `findface-sf-api` example, as it ships.
     const SEED_EXAMPLE: &str = "\
@@ -609,7 +449,7 @@ normalized-storage:
     fn error(text: &str) -> String {
         match RouterConfig::from_yaml(text, "router.yaml") {
             Ok(config) => panic!("expected an error, got {config:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -757,7 +597,7 @@ normalized-storage:
             "router.yaml: cache.inmemory.ttl: unknown key; the keys accepted in cache.inmemory are size"
         );
         assert!(error(&format!("extract: {{wrokers: 1}}\n{ONE_SHARD}"))
-            .starts_with("router.yaml: extract.wrokers: unknown field `wrokers`, expected one of `models_dir`"));
+            .starts_with("router.yaml: extract.wrokers: unknown key; the keys accepted in extract are models_dir, "));
         assert_eq!(
             error("storage-api: [1]\n"),
             "router.yaml: storage-api: a list is not a mapping of keys such as timeouts, max-idle-conns-per-host, \
@@ -1021,10 +861,14 @@ extract:
         std::fs::write(&path, ONE_SHARD).unwrap();
         assert_eq!(RouterConfig::from_yaml_file(&path).unwrap().storage.shards.len(), 1);
         std::fs::write(&path, "listen: [\n").unwrap();
-        assert!(RouterConfig::from_yaml_file(&path).unwrap_err().starts_with(&format!("{}: ", path.display())));
+        assert!(RouterConfig::from_yaml_file(&path)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&format!("{}: ", path.display())));
         let missing = dir.0.join("missing.yaml");
         assert!(RouterConfig::from_yaml_file(&missing)
             .unwrap_err()
+            .to_string()
             .starts_with(&format!("cannot read config file {}: ", missing.display())));
     }
 }

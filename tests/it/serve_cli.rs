@@ -314,3 +314,23 @@ fn serve_records_its_local_shards_and_keeps_them() {
     drop(s);
     drop(dir);
 }
+
+/// A layout.json of no shards (written by hand, or damaged) is refused at start: nothing could
+/// be placed on it. The message names the file, the key and the value.
+#[test]
+fn a_layout_of_no_shards_stops_the_server() {
+    let dir = TempDir::new("layout-zero");
+    let layout = dir.write("layout.json", "{\"shards\": 0}\n");
+    let args = standard_args(&dir);
+    let failure = match Server::launch(&args, Some(dir), true) {
+        Ok(s) => panic!("started on a layout of 0 shards; stderr: {}", s.stderr()),
+        Err(f) => f,
+    };
+    assert!(failure.status.and_then(|s| s.code()).is_some_and(|c| c != 0), "exit status {:?}", failure.status);
+    assert!(!failure.stdout.contains("listening"), "no listening line: {}", failure.stdout);
+    assert!(
+        failure.stderr.contains(&format!("{}: shards: 0 is too small", layout.display())),
+        "stderr should name the file, the key and the value: {}",
+        failure.stderr
+    );
+}
