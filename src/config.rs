@@ -33,8 +33,9 @@ use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::extract::cache::CacheConfig;
+use crate::extract::fetch::{self, BadNetwork};
 use crate::extract::photo::ImageLimits;
-use crate::extract::{fetch, ExtractConfig};
+use crate::extract::ExtractConfig;
 use crate::index::{IndexParams, IndexSettings};
 use crate::wal::WalMode;
 
@@ -129,7 +130,7 @@ pub struct ServeConfig {
     pub index: IndexSettings,
     /// The detection front-end; `None` when turned off (`extract: {workers: 0}`).
     pub extract: Option<ExtractConfig>,
-    /// Local shards of a new data dir; `None`: the host's rule (`cluster::Layout::for_host`).
+    /// Local shards of a new data dir; `None`: the host's rule (`durable::cluster::Layout::for_host`).
     pub shards: Option<usize>,
 }
 
@@ -237,7 +238,9 @@ impl ExtractSettings {
         let url_length = self.url_length.unwrap_or(defaults.url_length);
         at_least("url_length", url_length as u64, 16)?;
         let deny_networks = match self.deny_networks {
-            Some(text) => fetch::parse_networks(&text)?,
+            Some(text) => fetch::parse_networks(&text).map_err(|BadNetwork(entry)| {
+                ConfigError::setting("deny_networks", entry, "is not a network such as 10.0.0.0/8 or ::1/128")
+            })?,
             None => defaults.deny_networks,
         };
         let fetch_timeout = self.fetch_timeout.map_or(defaults.fetch_timeout, std::time::Duration::from_secs);

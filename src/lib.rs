@@ -15,13 +15,12 @@
 //!   only by [`Engine::apply`](engine::Engine::apply) of a logged [`Op`](engine::Op).
 //! - [`wal`] and [`snapshot`]: the log of entries of bytes, and images of the galleries.
 //! - [`durable`]: a [`Database`](durable::Database): recovery and the commit loop (check, log,
-//!   apply, reply).
-//! - [`api`], [`router`], [`extract`], [`cluster`]: the galleries API v2 over HTTP, the router
-//!   over shards, face detection, cluster records.
+//!   apply, reply); a shard's cluster record and local layout.
+//! - [`api`], [`router`], [`extract`]: the galleries API v2 over HTTP, the router over shards
+//!   (and placement), face detection.
 //! - [`config`] and [`server`]: settings and running the commands.
 
 pub mod api;
-pub mod cluster;
 pub mod config;
 pub mod durable;
 pub mod engine;

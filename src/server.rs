@@ -8,8 +8,8 @@ use tokio::net::TcpListener;
 
 use crate::api::detect::{FrontEnd, RemoteExtraction};
 use crate::api::{self, ApiConfig};
-use crate::cluster::{self, Layout};
 use crate::config::{ExtractSettings, ServeConfig};
+use crate::durable::cluster::{self, Layout};
 use crate::durable::{Database, DurableConfig};
 use crate::engine::EngineConfig;
 use crate::extract::cache::DetectionCache;

@@ -23,7 +23,7 @@ use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::Router;
 use serde_json::{json, Value as Json};
 
-use crate::cluster::{self, ClusterRecord};
+use crate::durable::cluster::{self, ClusterRecord};
 use crate::durable::Database;
 use crate::engine::{check_gallery_name, GalleryInfo};
 use crate::error::{Error, ErrorKind};

@@ -15,6 +15,7 @@
 //! stops the start with the difference shown. Then the log is opened for writes and, if asked,
 //! a thread takes snapshots every `checkpoint_interval` seconds (see `snapshots.rs`).
 
+pub mod cluster;
 mod commit;
 mod snapshots;
 #[cfg(test)]

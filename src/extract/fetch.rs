@@ -25,17 +25,21 @@ pub const DEFAULT_DENY_NETWORKS: &str = "127.0.0.0/8,192.168.0.0/16,10.0.0.0/8,:
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
 
+/// An entry of a network list that is not a network (the entry, quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a network such as 10.0.0.0/8 or ::1/128")]
+pub struct BadNetwork(pub String);
+
 /// Parses a comma-separated list of networks (`10.0.0.0/8,::1/128`; a bare address is one
 /// host). An empty string denies nothing.
-pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, crate::config::ConfigError> {
+pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, BadNetwork> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
-                let why = "is not a network such as 10.0.0.0/8 or ::1/128";
-                crate::config::ConfigError::setting("deny_networks", format!("{s:?}"), why)
-            })
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| BadNetwork(format!("{s:?}")))
         })
         .collect()
 }

@@ -17,6 +17,7 @@
 //! router over shards in its own process.
 
 pub mod config;
+pub mod placement;
 pub mod shard;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,11 +31,12 @@ use serde_json::{json, Value as Json};
 
 use crate::api::detect::{self, FrontEnd};
 use crate::api::{self, wire, FacePath, GalleryName, JsonBody};
-use crate::cluster::{shard_of, ClusterRecord};
+use crate::durable::cluster::ClusterRecord;
 use crate::error::{Error, ErrorKind};
 use crate::schema::Schema;
 use crate::search::parse::parse_query;
 use crate::search::{rank, Cursor, Query};
+pub use placement::shard_of;
 use shard::{Failure, Found, Outcome, Shard};
 
 /// What every shard of a cluster shares: checked when each shard is first reached.

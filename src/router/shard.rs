@@ -10,7 +10,7 @@
 //! A remote shard is verified before its first use and again after every failure to reach it:
 //! its cluster record must be the router's, and its schema and facen size the cluster's (see
 //! [`super::Cluster`]). Once verified, every call carries the record the router expects
-//! ([`crate::cluster::HEADER`]) and the shard refuses a call meant for another (421
+//! ([`crate::durable::cluster::HEADER`]) and the shard refuses a call meant for another (421
 //! `WRONG_SHARD`): a shard restarted on an empty or another shard's data dir, even between two
 //! calls that both succeeded in reaching a process at its address, is refused on the first
 //! call that reaches it, before it does anything. Such a refusal counts as a failure to reach
@@ -91,7 +91,7 @@ pub struct Shard {
     verified: AtomicBool,
     /// One verification of this shard at a time (two requests must not claim it twice).
     pub verifying: tokio::sync::Mutex<()>,
-    /// The record this shard was verified with, as the [`crate::cluster::HEADER`] sent with
+    /// The record this shard was verified with, as the [`crate::durable::cluster::HEADER`] sent with
     /// every call but those of the verification itself; `None` until it was seen with one.
     expected: parking_lot::Mutex<Option<reqwest::header::HeaderValue>>,
 }
@@ -142,7 +142,7 @@ impl Shard {
     }
 
     /// Marks the shard verified as holding `record`: its calls carry it from now on.
-    pub fn verified_as(&self, record: &crate::cluster::ClusterRecord) {
+    pub fn verified_as(&self, record: &crate::durable::cluster::ClusterRecord) {
         *self.expected.lock() = reqwest::header::HeaderValue::from_str(&record.to_header()).ok();
         self.set_verified(true);
     }
@@ -189,7 +189,7 @@ impl Shard {
         if path != "admin/cluster" {
             let expected = self.expected.lock().clone();
             let expected = expected.ok_or_else(|| Failure::Unavailable("not verified yet".into()))?;
-            request = request.header(crate::cluster::HEADER, expected);
+            request = request.header(crate::durable::cluster::HEADER, expected);
         }
         if let Some(body) = body {
             let bytes = serde_json::to_vec(body).map_err(|e| Failure::Unavailable(e.to_string()))?;

@@ -5,12 +5,12 @@
 //! face, keep batches all-or-nothing across shards, and name the shard that fails: 503
 //! `STORAGE_ERROR`, or partial results with `ignore_errors`. A shard is killed (`kill -9`),
 //! restarted on the same data dir and port, or stopped (`SIGSTOP`) to see the router cope. The
-//! harness is [`Cluster`]; where a face lives is `facedb::cluster::shard_of`.
+//! harness is [`Cluster`]; where a face lives is `facedb::router::shard_of`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use facedb::cluster::shard_of;
+use facedb::router::shard_of;
 use serde_json::{json, Value};
 
 use crate::common::{

@@ -293,7 +293,7 @@ fn serve_records_its_local_shards_and_keeps_them() {
     let shards = status["shards"].as_array().expect("the status of 3 local shards").clone();
     assert_eq!(shards.len(), 3, "{status}");
     for (k, shard) in shards.iter().enumerate() {
-        let placed = ids.iter().filter(|&&id| facedb::cluster::shard_of(id, 3) == k).count();
+        let placed = ids.iter().filter(|&&id| facedb::router::shard_of(id, 3) == k).count();
         assert_eq!(shard["status"]["faces"], json!(placed), "local shard {k}: {status}");
         assert!(dir.path().join(format!("shard-{k}")).join("wal").is_dir(), "shard-{k}/wal");
     }
