@@ -9,8 +9,9 @@
 //!
 //! [`Engine::apply`]: super::Engine::apply
 
-use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use super::error::{Error, Result};
 use crate::schema::{FieldType, MetaValue};
@@ -21,7 +22,8 @@ use crate::store::{Face, FaceUpdate, Gallery};
 /// Each write marks the ids it adds (`exists`) or deletes; applying it settles its marks. An
 /// id's mark says what the latest pending write does to it, and counts the pending writes that
 /// marked it: it is cleared when the last of them is applied. Writes are applied in the order
-/// they were checked, so every write settles exactly the marks it made.
+/// they were checked, so every write settles exactly the marks it made. Ids are hashed with
+/// foldhash, as in the gallery's id map: a few ns per id.
 #[derive(Debug, Default)]
 pub struct Pending {
     ids: HashMap<u64, (bool, u32)>,
@@ -126,7 +128,10 @@ pub fn check_update(gallery: &Gallery, updates: &[FaceUpdate], pending: &Pending
 /// The wire layer builds faces that pass these checks; they guard the library API and the log.
 fn check_vector(gallery: &Gallery, id: u64, vector: &[f32]) -> Result<()> {
     let dim = gallery.dim();
-    if vector.len() != dim || vector.iter().any(|x| !x.is_finite()) {
+    // Without an early exit the test of every component vectorises: it runs twice per face
+    // written (check and apply), on the commit thread the second time.
+    let finite = vector.iter().fold(true, |finite, x| finite & x.is_finite());
+    if vector.len() != dim || !finite {
         let message = format!("face {id}: a facen is {dim} finite float32 values, got {}", vector.len());
         return Err(Error::invalid("facen", message, id));
     }
