@@ -1,4 +1,6 @@
-//! Compiles the C++ shim over dlib (src/extract/shim.cpp) and links Debian's libdlib.
+//! Compiles the C++ shim over dlib (src/extract/shim.cpp) and links Debian's libdlib, when the
+//! `detect` feature is on (the default). Without it there is nothing to build: the crate then
+//! has no face detection and needs neither dlib nor a C++ compiler for it.
 
 use std::process::exit;
 
@@ -9,6 +11,9 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={SHIM_SOURCE}");
     println!("cargo:rerun-if-changed={SHIM_HEADER}");
+    if std::env::var_os("CARGO_FEATURE_DETECT").is_none() {
+        return;
+    }
 
     // Include paths first, without emitting link flags: the static shim must come before
     // libdlib on the link line (the linker drops an as-needed library nothing yet refers to).
@@ -51,7 +56,8 @@ fn main() {
 fn missing_dlib(e: &pkg_config::Error) -> ! {
     eprintln!(
         "error: dlib (pkg-config package dlib-1) was not found. facedb's face extraction needs \
-         Debian's libdlib-dev, libopenblas-dev and liblapack-dev: run tools/setup.sh, which installs them.\n\
+         Debian's libdlib-dev, libopenblas-dev and liblapack-dev: run tools/setup.sh, which installs them \
+         (or build without face detection: --no-default-features).\n\
          \n\
          pkg-config said: {e}"
     );

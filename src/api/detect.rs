@@ -380,13 +380,11 @@ fn detection_facen(front: &FrontEnd, id: &Json, param: &str, dim: usize) -> Resu
         Error::bad_param(param, format!("{param} must be the string id a detection returned")).with_value(id.clone())
     })?;
     let face = front.cached(id).ok_or_else(|| {
-        Error::new(
-            404,
-            ErrorKind::NotFound,
-            format!("no detection {id:?}: unknown, or expired from the detection cache"),
-        )
-        .with_param(param)
-        .with_value(id)
+        let why = match (&front.remote, &front.extractor) {
+            (None, None) => format!("face detection is not available: {}", front.reason),
+            _ => "unknown, or expired from the detection cache".to_owned(),
+        };
+        Error::new(404, ErrorKind::NotFound, format!("no detection {id:?}: {why}")).with_param(param).with_value(id)
     })?;
     let facen = face.facen.ok_or_else(|| {
         Error::bad_param(param, format!("detection {id:?} has no facen: call /v2/detect with facen=true"))

@@ -187,6 +187,7 @@ impl Extractor {
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
+                Ok(Err(e @ dlib::ModelError::NotBuilt)) => anyhow::bail!("{e}"),
                 Ok(Err(e)) => anyhow::bail!("cannot load the face models: {e} (tools/setup.sh fetches them)"),
                 Err(_) => anyhow::bail!("an extraction worker stopped while loading its models"),
             }
