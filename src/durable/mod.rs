@@ -119,7 +119,7 @@ pub struct Database {
     snapshots: snapshots::Snapshots,
     /// Held for the life of the database: no other server may open the directory (none for
     /// a database in memory).
-    _lock: Option<File>,
+    lock: Option<File>,
 }
 
 impl Database {
@@ -149,7 +149,7 @@ impl Database {
             snapshots: snapshots::Snapshots::new(snapshot_dir, last_snapshot),
             config,
             recovery: Recovery::default(),
-            _lock: Some(lock),
+            lock: Some(lock),
         };
         if recorded.is_none() {
             database.write(database.configuration(&schema))?;
@@ -212,7 +212,7 @@ impl Database {
             snapshots: snapshots::Snapshots::new(PathBuf::new(), None),
             config,
             recovery: Recovery::default(),
-            _lock: None,
+            lock: None,
         };
         database.write(database.configuration(&schema))?;
         database.engine.start_indexer();
@@ -286,7 +286,7 @@ impl Database {
 
     /// Takes a snapshot now (waiting for one under way to finish first).
     pub fn snapshot(&self) -> Result<SnapshotInfo> {
-        if self._lock.is_none() {
+        if self.lock.is_none() {
             return Err(Error::Unrecoverable("a database in memory takes no snapshots".to_owned()));
         }
         self.snapshots.take(self)
