@@ -49,15 +49,29 @@ def main():
                         figures[(key, unit)] = {"old": [], "new": []}
                         order.append((key, unit))
                     figures[(key, unit)][build].append(value)
-    print(f"| figure | unit | old: median (range) | new: median (range) | new / old |")
-    print("|---|---|---:|---:|---:|")
+    print("| figure | unit | old: median (range) | new: median (range) | new / old | paired new / old: median (range) |")
+    print("|---|---|---:|---:|---:|---:|")
+    paired_medians = {"faces/s": [], "ops/s": []}
     for key, unit in order:
         old, new = figures[(key, unit)]["old"], figures[(key, unit)]["new"]
         if not old or not new:
             continue
         fmt = lambda xs: f"{statistics.median(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
         ratio = statistics.median(new) / statistics.median(old)
-        print(f"| {key} | {unit} | {fmt(old)} | {fmt(new)} | {ratio:.3f} |")
+        # Each round runs old, then new: the ratio within a round cancels the machine's drift
+        # between rounds.
+        paired = [n / o for o, n in zip(old, new) if o > 0]
+        paired_medians[unit].append(statistics.median(paired))
+        print(
+            f"| {key} | {unit} | {fmt(old)} | {fmt(new)} | {ratio:.3f} | "
+            f"{statistics.median(paired):.3f} ({min(paired):.3f}–{max(paired):.3f}) |"
+        )
+    print()
+    for unit, what in (("faces/s", "ingest"), ("ops/s", "search")):
+        ratios = paired_medians[unit]
+        if ratios:
+            mean = statistics.geometric_mean(ratios)
+            print(f"- {what}: geometric mean of the paired medians over {len(ratios)} figures: {mean:.3f}")
 
 
 if __name__ == "__main__":
