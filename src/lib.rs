@@ -14,8 +14,10 @@
 //! - [`engine`]: the [`Engine`](engine::Engine): a shard's galleries as a state machine, changed
 //!   only by [`Engine::apply`](engine::Engine::apply) of a logged [`Op`](engine::Op).
 //! - [`wal`] and [`snapshot`]: the log of entries of bytes, and images of the galleries.
-//! - [`durable`]: a [`Database`](durable::Database): recovery and the commit loop (check, log,
-//!   apply, reply); a shard's cluster record and local layout.
+//! - [`replica`]: Raft (raft-rs) over that log: the node loop that logs writes with group
+//!   commit, applies what is committed and answers.
+//! - [`durable`]: a [`Database`](durable::Database): recovery and writes (check, then the node
+//!   loop); a shard's cluster record and local layout.
 //! - [`api`], [`router`], [`extract`]: the galleries API v2 over HTTP, the router over shards
 //!   (and placement), face detection.
 //! - [`config`] and [`server`]: settings and running the commands.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod extract;
 pub mod facen;
 pub mod index;
+pub mod replica;
 pub mod router;
 pub mod schema;
 pub mod search;

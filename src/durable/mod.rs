@@ -16,7 +16,6 @@
 //! a thread takes snapshots every `checkpoint_interval` seconds (see `snapshots.rs`).
 
 pub mod cluster;
-mod commit;
 mod snapshots;
 #[cfg(test)]
 mod tests;
@@ -31,13 +30,13 @@ use serde_json::{json, Value as Json};
 use crate::engine::op::{self, CodecError};
 use crate::engine::{self, Applied, Engine, EngineConfig, Op};
 use crate::index::gallery_index::IndexOverrides;
+use crate::replica::{self, LogEnd, LogStore, Node, NodeConfig};
 use crate::schema::Schema;
 use crate::snapshot;
 use crate::store::{Face, FaceUpdate, Gallery};
 use crate::wal::recover::{read_log_each, segments, ReadOptions};
-use crate::wal::writer::{Wal, WalConfig};
+use crate::wal::writer::WalConfig;
 use crate::wal::{self, Entry, WalMode};
-use commit::Committer;
 
 pub use snapshots::{info_json as snapshot_json, SnapshotInfo};
 
@@ -68,6 +67,16 @@ impl From<wal::Error> for Error {
     }
 }
 
+impl From<replica::Error> for Error {
+    fn from(e: replica::Error) -> Error {
+        match e {
+            replica::Error::Log(e) => Error::Log(e),
+            replica::Error::Stopped(message) => Error::Stopped(message),
+            e @ (replica::Error::Raft(_) | replica::Error::NotApplied(_)) => Error::Stopped(e.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Whether the request itself was refused (as opposed to a failure of the server).
     pub fn is_refusal(&self) -> bool {
@@ -76,9 +85,6 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The Raft term of a single node.
-const TERM: u64 = 1;
 
 /// How a database keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +119,7 @@ pub struct Recovery {
 
 pub struct Database {
     engine: Arc<Engine>,
-    committer: Committer,
+    node: Node,
     config: DurableConfig,
     recovery: Recovery,
     snapshots: snapshots::Snapshots,
@@ -134,18 +140,22 @@ impl Database {
             tracing::warn!(removed, "removed unfinished snapshot files (a crash while a snapshot was written)");
         }
         let mut recovery = Recovery::default();
-        let (engine, next_index, recorded) = recover(&schema, &engine_config, &config, &mut recovery)?;
+        let Recovered { engine, next_index, last_term, recorded } =
+            recover(&schema, &engine_config, &config, &mut recovery)?;
         let added = match &recorded {
             Some(recorded) => check_schema(recorded, &schema, &config.data_dir)?,
             None => Vec::new(),
         };
         let wal_config = WalConfig { dir: wal_dir, mode: config.wal_mode, segment_bytes: config.wal_segment_bytes };
         let engine = Arc::new(engine);
-        let committer = Committer::start(engine.clone(), Wal::open(wal_config, next_index, TERM)?)?;
+        // Everything recovered is applied: a replica set of one commits what its log holds.
+        let applied = LogEnd { index: next_index - 1, term: last_term };
+        let store = LogStore::open(wal_config, applied, Vec::new(), 1, vec![1])?;
+        let node = Node::start(engine.clone(), store, NodeConfig::single())?;
         let last_snapshot = recovery.snapshot.as_ref().map(|(index, _)| *index);
         let database = Database {
             engine,
-            committer,
+            node,
             snapshots: snapshots::Snapshots::new(snapshot_dir, last_snapshot),
             config,
             recovery: Recovery::default(),
@@ -205,10 +215,11 @@ impl Database {
             force_recovery: false,
         };
         let engine = Arc::new(Engine::new(schema.clone(), engine_config));
-        let committer = Committer::start(engine.clone(), Wal::open(WalConfig::in_memory(), 1, TERM)?)?;
+        let store = LogStore::open(WalConfig::in_memory(), LogEnd { index: 0, term: 0 }, Vec::new(), 1, vec![1])?;
+        let node = Node::start(engine.clone(), store, NodeConfig::single())?;
         let database = Database {
             engine,
-            committer,
+            node,
             snapshots: snapshots::Snapshots::new(PathBuf::new(), None),
             config,
             recovery: Recovery::default(),
@@ -229,11 +240,11 @@ impl Database {
         // Encoded before any lock is taken: concurrent writers encode in parallel.
         let payload = op::encode(&op)?;
         let mut checked = self.engine.check(&op)?;
-        let waiter = self.committer.submit(op, payload);
+        let waiter = self.node.submit(op, payload);
         checked.queued();
         let applied = waiter.wait();
         drop(checked);
-        applied
+        Ok(applied?)
     }
 
     pub fn create_gallery(&self, name: &str) -> Result<()> {
@@ -296,11 +307,11 @@ impl Database {
     pub fn status(&self) -> Json {
         let engine = &self.engine;
         let log = {
-            let stats = self.committer.stats();
+            let stats = self.node.stats();
             let records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
             let fsyncs = stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
             json!({
-                "mode": self.committer.mode().name(),
+                "mode": self.node.mode().name(),
                 "records": records,
                 "fsyncs": fsyncs,
                 "records_per_fsync": if fsyncs > 0 { records as f64 / fsyncs as f64 } else { 0.0 },
@@ -392,25 +403,36 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Loads the newest readable snapshot and replays the log after it. Returns the engine, the
-/// next log index and the recorded schema (`None`: a new database).
+/// What recovery rebuilt.
+struct Recovered {
+    engine: Engine,
+    /// The index the next log entry gets.
+    next_index: u64,
+    /// The term of the entry before it.
+    last_term: u64,
+    /// The recorded schema (`None`: a new database).
+    recorded: Option<Schema>,
+}
+
+/// Loads the newest readable snapshot and replays the log after it.
 fn recover(
     schema: &Schema,
     engine_config: &EngineConfig,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>)> {
+) -> Result<Recovered> {
     let snapshot_dir = config.data_dir.join("snapshots");
     let mut candidates = snapshot::list(&snapshot_dir)?;
-    let (engine, next_index, recorded) = load_and_replay(&mut candidates, schema, engine_config, config, recovery)?;
+    let recovered = load_and_replay(&mut candidates, schema, engine_config, config, recovery)?;
+    let next_index = recovered.next_index;
     // Every snapshot that could not be read held writes up to its index: recovery must reach
     // at least that far, or those writes are lost.
     let reached = next_index - 1;
     let Some(&(newest_bad, ref path)) = recovery.unreadable.iter().max_by_key(|(index, _)| *index) else {
-        return Ok((engine, next_index, recorded));
+        return Ok(recovered);
     };
     if newest_bad <= reached {
-        return Ok((engine, next_index, recorded));
+        return Ok(recovered);
     }
     let loss = format!(
         "snapshot {} (index {newest_bad}) cannot be read, and what is left (older snapshots and the log) reaches \
@@ -427,7 +449,7 @@ fn recover(
     }
     tracing::error!("--force-recovery: {loss}; starting without them");
     // New entries and snapshots must sort after the unreadable one.
-    Ok((engine, next_index.max(newest_bad + 1), recorded))
+    Ok(Recovered { next_index: next_index.max(newest_bad + 1), ..recovered })
 }
 
 /// Tries the snapshots newest first; replays the log after the first that reads back.
@@ -437,7 +459,7 @@ fn load_and_replay(
     engine_config: &EngineConfig,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>)> {
+) -> Result<Recovered> {
     let wal_dir = config.data_dir.join("wal");
     let first_logged = segments(&wal_dir)?.first().map(|(first, _)| *first);
     loop {
@@ -452,7 +474,7 @@ fn load_and_replay(
                 )));
             }
             let engine = Engine::new(schema.clone(), engine_config.clone());
-            return replay_log(engine, 0, None, config, recovery);
+            return replay_log(engine, (0, 0), None, config, recovery);
         };
         if first_logged.is_some_and(|first| first > index + 1) {
             recovery.bad_snapshots.push(format!(
@@ -487,22 +509,26 @@ fn load_and_replay(
                 .map_err(|e| Error::Unrecoverable(format!("{}: {e}", path.display())))?;
         }
         recovery.snapshot = Some((index, path));
-        return replay_log(engine, index, Some(recorded_schema), config, recovery);
+        return replay_log(engine, (index, loaded.term), Some(recorded_schema), config, recovery);
     }
 }
 
-/// Replays the log after `after` onto `engine`, each entry through [`Engine::apply`].
+/// Replays the log after `after` (the snapshot's index and term) onto `engine`, each entry
+/// through [`Engine::apply`].
 fn replay_log(
     engine: Engine,
-    after: u64,
+    (after, after_term): (u64, u64),
     mut recorded: Option<Schema>,
     config: &DurableConfig,
     recovery: &mut Recovery,
-) -> Result<(Engine, u64, Option<Schema>)> {
+) -> Result<Recovered> {
     let wal_dir = config.data_dir.join("wal");
     let mut replayed = 0;
+    let mut last_term = after_term;
     let log = read_log_each(&wal_dir, &ReadOptions { after, force: config.force_recovery }, |entry| {
-        replayed += 1;
+        // Records: an empty entry (a new Raft term's first) rides on the next record.
+        replayed += usize::from(!entry.payload.is_empty());
+        last_term = entry.term;
         replay_entry(&engine, entry, &mut recorded, config.force_recovery)
     })
     .map_err(|e| match (config.force_recovery, e) {
@@ -521,11 +547,16 @@ fn replay_log(
             "--force-recovery: skipped corrupt log records; the writes in them are lost"
         );
     }
-    Ok((engine, log.next_index, recorded))
+    Ok(Recovered { engine, next_index: log.next_index, last_term, recorded })
 }
 
 fn replay_entry(engine: &Engine, entry: Entry, recorded: &mut Option<Schema>, force: bool) -> Result<()> {
     let index = entry.index;
+    if entry.kind != wal::kind::NORMAL || entry.payload.is_empty() {
+        // A Raft leader's first entry (empty) or a membership change: nothing for the engine.
+        engine.skip(index);
+        return Ok(());
+    }
     let applied = op::decode(&entry.payload).map_err(Error::from).and_then(|op| {
         if let Some((text, facen_size)) = op.configuration() {
             check_facen_size(facen_size, engine.config().facen_size, Path::new("the log"))?;

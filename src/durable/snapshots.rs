@@ -1,6 +1,6 @@
 //! Taking snapshots: on request, and every `checkpoint_interval` seconds.
 //!
-//! A snapshot starts with a checkpoint on the commit thread (see `commit.rs`): between two
+//! A snapshot starts with a checkpoint on the node thread (see `crate::replica::node`): between two
 //! rounds of writes, it takes the chunk lists of every gallery (reference counts only) and
 //! starts a new log segment. The writes after it go on at once; a chunk they change is copied
 //! first (copy-on-write), so the snapshot writes the image of that one moment while the shard
@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Value as Json};
 
-use super::{Database, DurableConfig, Error, TERM};
+use super::{Database, DurableConfig, Error};
 use crate::engine::op::{self, Op};
+use crate::replica;
 use crate::snapshot;
 use crate::wal::recover::prune;
 use crate::wal::writer::sync_dir;
@@ -78,7 +79,7 @@ impl Snapshots {
 
     fn write(&self, database: &Database, last_index: Option<u64>, started: Instant) -> Result<SnapshotInfo, Error> {
         let (engine, config) = (&database.engine, &database.config);
-        let (index, taken) = database.committer.checkpoint().wait()?;
+        let replica::Checkpoint { index, term, images: taken } = database.node.checkpoint().wait()?;
         if last_index == Some(index) {
             let path = self.dir.join(snapshot::file_name(index));
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -89,7 +90,7 @@ impl Snapshots {
         let recorded = op::encode(&Op::Configure { schema: engine.schema().to_yaml(), facen_size: facen_size as u64 })?;
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| snapshot::Error::file(&self.dir, format!("cannot create the snapshot directory: {e}")))?;
-        let written = snapshot::write(&self.dir, index, TERM, &recorded, facen_size, &taken)?;
+        let written = snapshot::write(&self.dir, index, term, &recorded, facen_size, &taken)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(index, faces = written.faces, bytes = written.bytes, seconds, file = %written.path.display(), "snapshot written");
         self.retire_old(config)?;

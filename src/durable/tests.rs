@@ -1,4 +1,4 @@
-//! The commit loop: group commit, one apply path live and at recovery, refusals that never
+//! The node loop: group commit, one apply path live and at recovery, refusals that never
 //! reach the log, and the memory limit.
 
 use std::sync::atomic::Ordering;
@@ -74,10 +74,13 @@ fn racing_writers_leave_a_log_that_replays_to_the_same_state() {
     let accepted: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(accepted > 100, "only {accepted} writes were accepted: the race did not happen");
     let log = read_log(&temp.0.join("wal"), &ReadOptions::default()).unwrap();
-    // The configuration, the gallery, and every accepted write: no refusal was logged.
-    assert_eq!(log.entries.len() as u32, accepted + 2);
+    // The configuration, the gallery, and every accepted write: no refusal was logged. Besides
+    // them, the empty entry the replica's election at start began its term with.
+    let writes: Vec<&Entry> = log.entries.iter().filter(|entry| !entry.payload.is_empty()).collect();
+    assert_eq!(writes.len() as u32, accepted + 2);
+    assert_eq!(log.entries.len() - writes.len(), 1, "one empty entry: the election at start");
     let replayed = Engine::new(schema(), engine_config());
-    for entry in &log.entries {
+    for entry in writes {
         let op = op::decode(&entry.payload).unwrap();
         replayed.apply(entry.index, op).unwrap_or_else(|e| panic!("entry {}: {e}", entry.index));
     }
@@ -103,11 +106,12 @@ fn concurrent_writers_share_fsyncs() {
         .collect();
     writers.into_iter().for_each(|t| t.join().unwrap());
     assert_eq!(database.gallery_size("g").unwrap(), 320);
-    let stats = database.committer.stats();
+    let stats = database.node.stats();
     let (records, fsyncs) = (stats.records.load(Ordering::Relaxed), stats.fsyncs.load(Ordering::Relaxed));
     assert_eq!(records, 322, "the configuration, the gallery, 320 adds");
     assert!(fsyncs < records, "group commit: {records} records in {fsyncs} fsyncs");
-    assert_eq!(stats.last_index.load(Ordering::Relaxed), 322, "indices without gaps");
+    // The election's empty entry at 1 (on no record of its own), then the 322 records.
+    assert_eq!(stats.last_index.load(Ordering::Relaxed), 323, "indices without gaps");
 }
 
 #[test]
@@ -123,7 +127,7 @@ fn a_refused_write_is_not_logged_and_the_next_start_sees_what_was_acknowledged()
         database.delete_faces("g", vec![2]).unwrap();
         let updated = database.update_faces("g", vec![FaceUpdate { id: 1, vector: None, meta: vec![] }]).unwrap();
         assert_eq!(updated, vec![face(1, 0)]);
-        assert_eq!(database.committer.stats().records.load(Ordering::Relaxed), 5);
+        assert_eq!(database.node.stats().records.load(Ordering::Relaxed), 5);
     }
     let database = Database::open(schema(), engine_config(), durable(&temp.0, WalMode::Write)).unwrap();
     assert_eq!(database.recovery().replayed, 5);
@@ -160,10 +164,61 @@ fn a_logged_write_that_cannot_apply_stops_writes_but_not_reads() {
     let mut checked = engine.check(&delete).unwrap();
     checked.queued();
     engine.apply(99, delete.clone()).unwrap();
-    let stopped = database.committer.submit(delete.clone(), op::encode(&delete).unwrap()).wait().unwrap_err();
+    let stopped =
+        database.node.submit(delete.clone(), op::encode(&delete).unwrap()).wait().map_err(Error::from).unwrap_err();
     assert!(matches!(&stopped, Error::Stopped(m) if m.contains("cannot be applied")), "{stopped}");
     drop(checked);
     let later = database.create_gallery("h").unwrap_err();
     assert!(matches!(&later, Error::Stopped(_)), "{later}");
     assert_eq!(database.gallery_size("g").unwrap(), 0, "reads go on");
+}
+
+/// A replica set of one elects itself at every start, in a new term, and its log still holds
+/// one record per write: the new term's empty first entry rides on the next write's record.
+#[test]
+fn each_start_is_a_new_term_and_the_log_keeps_one_record_per_write() {
+    use crate::wal::segment;
+    let temp = TestDir::new("replica-restarts");
+    let wal_dir = temp.0.join("wal");
+    let records = |dir: &Path| -> usize { recover_segments(dir).iter().map(|path| count_records(path)).sum() };
+    for start in 1..=3u64 {
+        let database = Database::open(schema(), engine_config(), durable(&temp.0, WalMode::Fsync)).unwrap();
+        if start == 1 {
+            database.create_gallery("g").unwrap();
+        }
+        database.add_faces("g", vec![face(start, 0)]).unwrap();
+        database.add_faces("g", vec![face(start + 10, 0)]).unwrap();
+        drop(database);
+        // The configuration and the gallery, then two adds per start.
+        assert_eq!(records(&wal_dir), 2 + 2 * start as usize, "after start {start}");
+        let log = read_log(&wal_dir, &ReadOptions::default()).unwrap();
+        let terms: Vec<u64> = log.entries.iter().map(|entry| entry.term).collect();
+        let empties: Vec<u64> = log.entries.iter().filter(|e| e.payload.is_empty()).map(|e| e.term).collect();
+        assert_eq!(empties, (1..=start).collect::<Vec<_>>(), "one empty entry per start, each its own term");
+        assert!(terms.windows(2).all(|pair| pair[0] <= pair[1]), "{terms:?}");
+    }
+    let database = Database::open(schema(), engine_config(), durable(&temp.0, WalMode::Fsync)).unwrap();
+    let ids: Vec<u64> = faces_of(database.engine()).iter().map(|f| f.id).collect();
+    assert_eq!(ids, [1, 2, 3, 11, 12, 13]);
+    // The hard state beside the log, its last record: this start's term, voted for itself.
+    let state = std::fs::read(wal_dir.join("raft.state")).unwrap();
+    assert!(state.len() >= segment::HEADER_LEN + segment::RECORD_HEADER_LEN + 24);
+    let last = &state[state.len() - 24..];
+    assert_eq!((&last[..8], &last[8..16]), (&4u64.to_le_bytes()[..], &1u64.to_le_bytes()[..]));
+}
+
+fn recover_segments(dir: &Path) -> Vec<PathBuf> {
+    crate::wal::recover::segments(dir).unwrap().into_iter().map(|(_, path)| path).collect()
+}
+
+/// The records of a segment, by their length fields.
+fn count_records(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let (mut at, mut count) = (crate::wal::segment::HEADER_LEN, 0);
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += crate::wal::segment::RECORD_HEADER_LEN + len;
+        count += 1;
+    }
+    count
 }

@@ -17,7 +17,7 @@ fn schema() -> Schema {
     Schema::from_yaml("- {id: 1, name: bucket, field_type: unsigned, default: 0}\n", "test").unwrap()
 }
 
-/// An engine behind the commit loop, in memory: writes are checked, logged and applied.
+/// An engine behind the node loop, in memory: writes are checked, logged and applied.
 fn engine(settings: IndexSettings) -> Arc<Database> {
     Database::in_memory(schema(), EngineConfig { facen_size: DIM, index: settings, ..EngineConfig::default() }).unwrap()
 }

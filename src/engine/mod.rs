@@ -1,7 +1,7 @@
 //! The engine: a shard's galleries as a state machine that changes only by applying logged
 //! operations.
 //!
-//! Every write is an [`Op`]. It goes (the commit loop is `crate::durable`'s):
+//! Every write is an [`Op`]. It goes (the node loop is `crate::replica`'s):
 //!
 //! 1. **check** ([`Engine::check`]): against the galleries as they will be once the writes
 //!    already checked are applied (the [`Pending`] overlay) and against the memory limit.
@@ -397,6 +397,12 @@ impl Engine {
         Ok(applied)
     }
 
+    /// An entry with nothing for the engine was applied at `index` (a Raft leader's empty
+    /// first entry, a membership change): only the applied index moves.
+    pub fn skip(&self, index: u64) {
+        self.applied.store(index, Ordering::SeqCst);
+    }
+
     fn check_facen_size(&self, facen_size: u64) -> Result<()> {
         if facen_size != self.config.facen_size as u64 {
             return Err(Error::Unfit(format!(
@@ -441,7 +447,7 @@ impl Engine {
         Ok(())
     }
 
-    /// The chunks of every gallery as they are now: what a snapshot writes. The commit loop
+    /// The chunks of every gallery as they are now: what a snapshot writes. The node loop
     /// takes them between two rounds of writes, when every entry up to
     /// [`applied_index`](Self::applied_index) is applied and no later one.
     pub fn images(&self) -> Vec<GalleryImage> {

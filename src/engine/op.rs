@@ -2,7 +2,7 @@
 //!
 //! The log (`crate::wal`) stores entries of bytes; what they mean is here. An op is encoded in
 //! the request thread (the expensive part: a batch of a thousand faces), before the write is
-//! checked, so that the commit loop only copies bytes. The encoding is serde + bincode 2.0.1
+//! checked, so that the node loop only copies bytes. The encoding is serde + bincode 2.0.1
 //! (standard config: little-endian, varint integers); nothing else in the crate knows it.
 //! Variants are only ever appended: their position is their tag in logs and snapshots already
 //! written.

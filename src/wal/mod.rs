@@ -1,23 +1,29 @@
 //! The write-ahead log: entries of bytes, on disk before they are acknowledged.
 //!
 //! An entry is an `index` (the log sequence number, from 1, without gaps), the Raft `term` it
-//! was written in (1 on a single node), and a payload of bytes. What the payload means is the
-//! engine's (`crate::engine::op`); this layer only keeps bytes in order, checked.
+//! was written in, its `kind` (raft-rs's entry types: normal, or a membership change) and a
+//! payload of bytes. What the payload means is the engine's (`crate::engine::op`) or Raft's;
+//! this layer only keeps bytes in order, checked.
 //!
-//! - `codec.rs`: an entry's record payload: index and term, then the bytes.
+//! - `codec.rs`: an entry's record payload: index, term and kind, then the bytes.
 //! - `segment.rs`: the file format. A log is a directory of segment files named by their first
 //!   index; each has a header with a format version, then records `[len][crc32][payload]`.
 //!   Reading tells a torn last record (a crash mid-write: truncate it) from corruption
 //!   elsewhere (stop, naming the file and the byte offset).
 //! - `writer.rs`: appending a round of entries with one `write` and, in `fsync` mode, one
-//!   fsync (group commit: the caller, `crate::durable`'s commit loop, batches the writes that
+//!   fsync (group commit: the caller, `crate::replica`'s node loop, batches the writes that
 //!   queued meanwhile); segments rotate by size.
+//!   [`Wal::truncate_from`](writer::Wal::truncate_from) cuts a suffix off (a Raft follower
+//!   replacing entries a new leader does not have).
 //! - `recover.rs`: reading a whole log back in order (cutting off a torn tail), and deleting
 //!   the segments a snapshot made unnecessary.
+//! - `state.rs`: a small file of the same format beside the segments, holding the latest of a
+//!   value written now and then (Raft's hard state: term, vote, commit).
 
 pub mod codec;
 pub mod recover;
 pub mod segment;
+pub mod state;
 pub mod writer;
 
 #[cfg(test)]
@@ -30,9 +36,25 @@ use std::path::PathBuf;
 pub struct Entry {
     /// Position in the log, from 1, without gaps.
     pub index: u64,
-    /// The Raft term the entry was written in (1 on a single node).
+    /// The Raft term the entry was written in.
     pub term: u64,
+    /// What the entry is: one of [`kind`]'s values.
+    pub kind: u8,
     pub payload: Vec<u8>,
+}
+
+/// The kinds of entry: raft-rs's `EntryType` values, so that a Raft entry round-trips.
+pub mod kind {
+    /// A write (an op of `crate::engine::op`), or empty: a new Raft leader's first entry.
+    pub const NORMAL: u8 = 0;
+    /// A membership change (raft-rs's `ConfChange`).
+    pub const CONF_CHANGE: u8 = 1;
+    /// A membership change (raft-rs's `ConfChangeV2`).
+    pub const CONF_CHANGE_V2: u8 = 2;
+
+    pub fn is_known(kind: u8) -> bool {
+        kind <= CONF_CHANGE_V2
+    }
 }
 
 /// When an append is acknowledged (the original's `wal_mode`).

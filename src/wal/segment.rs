@@ -8,8 +8,11 @@
 //! records:           length u32 LE | crc32 u32 LE (of the payload) | payload (length bytes)
 //! ```
 //!
-//! The payload is one [`Entry`]: its index and term, then its bytes (see `codec.rs`); entries follow each other with
-//! consecutive indices. [`scan`] reads a segment back and classifies its end:
+//! The payload is one [`Entry`]: its index, term and kind, then its bytes (see `codec.rs`);
+//! entries follow each other with consecutive indices. A record whose kind carries
+//! `codec::EMPTY_BEFORE` stands for two entries: an empty one at its index - 1, then itself.
+//! This build writes format 2 and reads 1 and 2 (format 1 has no kind byte). [`scan`] reads a
+//! segment back and classifies its end:
 //!
 //! - a record cut short at the end of the file is a **torn tail** (the process died while
 //!   writing it): [`Scan::torn_at`] gives the offset to truncate the file to. A file shorter
@@ -32,10 +35,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::wal::{codec, Entry, Error, Result};
+use crate::wal::{codec, kind, Entry, Error, Result};
 
 pub const MAGIC: [u8; 8] = *b"FACEDBWL";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 24;
 pub const RECORD_HEADER_LEN: usize = 8;
 /// The largest record a reader accepts; a longer length field is corruption.
@@ -77,6 +83,11 @@ pub struct Scan {
     /// the header is cut short or (forced scan) bad.
     pub first_index: u64,
     pub entries: Vec<Entry>,
+    /// Where each entry's record begins, in the file (an empty entry a record stands for too
+    /// has that record's offset).
+    pub offsets: Vec<u64>,
+    /// The segment's format version (0 when its header could not be read).
+    pub version: u32,
     /// Where the torn last record begins, if the file ends inside one. `Some(0)`: the file
     /// ends inside the header (created, but the header never fully written), so it holds
     /// nothing.
@@ -127,6 +138,8 @@ fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
     let mut scan = Scan {
         first_index: named.unwrap_or(0),
         entries: Vec::new(),
+        offsets: Vec::new(),
+        version: 0,
         torn_at: None,
         skipped: Vec::new(),
         len: bytes.len() as u64,
@@ -137,7 +150,7 @@ fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
         return Ok(scan);
     }
     match (check_header(&bytes, named), forced_from) {
-        (Ok(first_index), _) => scan.first_index = first_index,
+        (Ok((first_index, version)), _) => (scan.first_index, scan.version) = (first_index, version),
         (Err((offset, problem)), None) => return Err(located(offset, problem)),
         (Err((_, problem)), Some(_)) => {
             let reason = format!("bad segment header ({problem}); the whole segment is skipped");
@@ -145,23 +158,26 @@ fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
             return Ok(scan);
         }
     }
-    let mut records = Records { bytes: &bytes, prefix_crcs: Vec::new() };
+    let mut records = Records { bytes: &bytes, version: scan.version, prefix_crcs: Vec::new() };
     let forced = forced_from.is_some();
     let mut next = forced_from.map_or(scan.first_index, |from| from.max(scan.first_index));
     let mut at = HEADER_LEN;
     while at < bytes.len() {
         let (problem, torn) = match records.at(at) {
-            Record::Whole { entry, end } if entry.index == next || (forced && entry.index > next) => {
-                if entry.index != next {
-                    let reason = format!("entries {next} to {} are missing: the index jumps", entry.index - 1);
+            Record::Whole { decoded, end } if first_of(&decoded) == next || (forced && first_of(&decoded) > next) => {
+                let first = first_of(&decoded);
+                if first != next {
+                    let reason = format!("entries {next} to {} are missing: the index jumps", first - 1);
                     scan.skipped.push(Skipped { file: path.to_path_buf(), offset: at as u64, bytes: 0, reason });
                 }
-                next = entry.index.saturating_add(1);
-                scan.entries.push(entry);
+                next = decoded.entry.index.saturating_add(1);
+                push(&mut scan, decoded, at);
                 at = end;
                 continue;
             }
-            Record::Whole { entry, .. } => (format!("entry index {} where {next} was expected", entry.index), false),
+            Record::Whole { decoded, .. } => {
+                (format!("entry index {} where {next} was expected", first_of(&decoded)), false)
+            }
             Record::Bad(problem) => (problem, false),
             Record::Torn(problem) => (problem, true),
         };
@@ -171,8 +187,8 @@ fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
         match if forced || torn { records.resync(at + 1, next) } else { None } {
             Some(found) if forced => {
                 skip(&mut scan, path, at, found.at, problem);
-                next = found.entry.index.saturating_add(1);
-                scan.entries.push(found.entry);
+                next = found.decoded.entry.index.saturating_add(1);
+                push(&mut scan, found.decoded, found.at);
                 at = found.end;
             }
             Some(found) => {
@@ -194,6 +210,22 @@ fn read(path: &Path, forced_from: Option<u64>) -> Result<Scan> {
     Ok(scan)
 }
 
+/// The index of the first entry a record stands for.
+fn first_of(decoded: &codec::Decoded) -> u64 {
+    decoded.entry.index - u64::from(decoded.empty_before)
+}
+
+/// Adds the entries of the record at `at` to the scan.
+fn push(scan: &mut Scan, decoded: codec::Decoded, at: usize) {
+    if decoded.empty_before {
+        let entry = &decoded.entry;
+        scan.entries.push(Entry { index: entry.index - 1, term: entry.term, kind: kind::NORMAL, payload: Vec::new() });
+        scan.offsets.push(at as u64);
+    }
+    scan.entries.push(decoded.entry);
+    scan.offsets.push(at as u64);
+}
+
 fn skip(scan: &mut Scan, path: &Path, from: usize, to: usize, reason: String) {
     scan.skipped.push(Skipped { file: path.to_path_buf(), offset: from as u64, bytes: (to - from) as u64, reason });
 }
@@ -202,8 +234,9 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// Checks a segment's header and returns its first index; `named` is the file name's.
-fn check_header(bytes: &[u8], named: Option<u64>) -> Result<u64, (usize, String)> {
+/// Checks a segment's header and returns its first index and format version; `named` is the
+/// file name's.
+fn check_header(bytes: &[u8], named: Option<u64>) -> Result<(u64, u32), (usize, String)> {
     if bytes.len() < HEADER_LEN {
         return Err((0, format!("segment header is {} bytes, expected {HEADER_LEN}", bytes.len())));
     }
@@ -211,8 +244,11 @@ fn check_header(bytes: &[u8], named: Option<u64>) -> Result<u64, (usize, String)
         return Err((0, "not a facedb log segment (bad magic)".to_owned()));
     }
     let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err((8, format!("log format version {version}, this build reads {FORMAT_VERSION}")));
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Err((
+            8,
+            format!("log format version {version}, this build reads {OLDEST_VERSION} to {FORMAT_VERSION}"),
+        ));
     }
     let mut first = [0u8; 8];
     first.copy_from_slice(&bytes[16..24]);
@@ -220,13 +256,13 @@ fn check_header(bytes: &[u8], named: Option<u64>) -> Result<u64, (usize, String)
     if let Some(named) = named.filter(|&named| named != first_index) {
         return Err((16, format!("header says first index {first_index}, the file name {named}")));
     }
-    Ok(first_index)
+    Ok((first_index, version))
 }
 
 /// What is at an offset of a segment.
 enum Record {
     Whole {
-        entry: Entry,
+        decoded: codec::Decoded,
         end: usize,
     },
     /// The file ends inside the record.
@@ -237,13 +273,15 @@ enum Record {
 /// A record found by [`Records::resync`].
 struct Found {
     at: usize,
-    entry: Entry,
+    decoded: codec::Decoded,
     end: usize,
 }
 
 /// The bytes of a segment, read record by record.
 struct Records<'a> {
     bytes: &'a [u8],
+    /// The segment's format version: how payloads decode.
+    version: u32,
     /// `prefix_crcs[k]` is the CRC of `bytes[..k * CRC_STRIDE]`; built by the first
     /// [`crc`](Records::crc) of a long range.
     prefix_crcs: Vec<u32>,
@@ -269,9 +307,9 @@ impl Records<'_> {
         if crc32fast::hash(payload) != u32_at(bytes, at + 4) {
             return Record::Bad("record checksum mismatch (crc32)".to_owned());
         }
-        match codec::decode(payload) {
-            Some(entry) => Record::Whole { entry, end: payload_at + len },
-            None => Record::Bad(format!("a record of {len} bytes, shorter than index and term")),
+        match codec::decode(self.version, payload) {
+            Ok(decoded) => Record::Whole { decoded, end: payload_at + len },
+            Err(problem) => Record::Bad(problem),
         }
     }
 
@@ -290,8 +328,8 @@ impl Records<'_> {
             if self.crc(payload_at, payload_at + len) != u32_at(bytes, at + 4) {
                 continue;
             }
-            match codec::decode(&bytes[payload_at..payload_at + len]) {
-                Some(entry) if entry.index >= next => return Some(Found { at, entry, end: payload_at + len }),
+            match codec::decode(self.version, &bytes[payload_at..payload_at + len]) {
+                Ok(decoded) if first_of(&decoded) >= next => return Some(Found { at, decoded, end: payload_at + len }),
                 _ => {}
             }
         }
@@ -338,7 +376,7 @@ mod tests {
     #[test]
     fn the_crc_of_a_range_is_computed_from_prefix_crcs() {
         let bytes: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        let mut records = Records { bytes: &bytes, prefix_crcs: Vec::new() };
+        let mut records = Records { bytes: &bytes, version: super::FORMAT_VERSION, prefix_crcs: Vec::new() };
         for (from, to) in
             [(0, 20_000), (1, 19_999), (1023, 5_121), (4096, 8_193), (17, 17), (3, 4_200), (5_000, 20_000)]
         {

@@ -1,5 +1,5 @@
 //! The log on its own: what is appended is read back; a torn tail is told from corruption;
-//! segments rotate. (Group commit is the commit loop's: `durable/tests.rs`.)
+//! segments rotate. (Group commit is the node loop's: `durable/tests.rs`.)
 
 use std::path::{Path, PathBuf};
 
@@ -465,4 +465,164 @@ fn resync_is_fast_in_a_large_segment() {
     println!("{} MB read in {clean:.3} s; with one resync in {seconds:.3} s", bytes.len() >> 20);
     assert_eq!((log.entries.len(), log.skipped.len()), (63, 1));
     assert_eq!(log.skipped[0].offset, offsets[32] as u64);
+}
+
+// Format 2: terms and kinds, an empty entry folded into the next record, cutting a suffix off,
+// and format-1 segments read as they were.
+
+fn entry(term: u64, kind: u8, payload: &[u8]) -> crate::wal::writer::Appended<'_> {
+    crate::wal::writer::Appended { term, kind, payload }
+}
+
+fn read_all(dir: &Path) -> Vec<Entry> {
+    read_after(dir, 0)
+}
+
+fn read_after(dir: &Path, after: u64) -> Vec<Entry> {
+    crate::wal::recover::read_log(dir, &strict(after)).unwrap().entries
+}
+
+#[test]
+fn entries_keep_their_term_and_kind() {
+    use crate::wal::kind;
+    let dir = Dir::new("wal-kinds");
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 1, 1).unwrap();
+    wal.write(
+        1,
+        &[entry(3, kind::NORMAL, b"a"), entry(3, kind::CONF_CHANGE_V2, b"cc"), entry(4, kind::NORMAL, b"")],
+        true,
+    )
+    .unwrap();
+    let error = wal.write(2, &[entry(4, kind::NORMAL, b"x")], true).unwrap_err().to_string();
+    assert!(error.contains("from index 2, but the log's next index is 4"), "{error}");
+    drop(wal);
+    let read: Vec<(u64, u64, u8, Vec<u8>)> =
+        read_all(&dir.0).into_iter().map(|e| (e.index, e.term, e.kind, e.payload)).collect();
+    assert_eq!(
+        read,
+        [
+            (1, 3, kind::NORMAL, b"a".to_vec()),
+            (2, 3, kind::CONF_CHANGE_V2, b"cc".to_vec()),
+            (3, 4, kind::NORMAL, vec![])
+        ]
+    );
+}
+
+#[test]
+fn a_deferred_empty_entry_rides_on_the_next_record() {
+    use crate::wal::kind;
+    let dir = Dir::new("wal-deferred");
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 5, 1).unwrap();
+    wal.defer_empty(2).unwrap();
+    assert_eq!(wal.last_index(), 5);
+    wal.write(6, &[entry(2, kind::NORMAL, b"first write")], true).unwrap();
+    wal.write(7, &[entry(2, kind::NORMAL, b"second")], true).unwrap();
+    // An empty entry of another term than the next write gets a record of its own, and so does
+    // the first of two in a row.
+    wal.defer_empty(3).unwrap();
+    wal.defer_empty(4).unwrap();
+    wal.defer_empty(5).unwrap();
+    wal.write(11, &[entry(6, kind::NORMAL, b"third")], true).unwrap();
+    drop(wal);
+    let path = &segments(&dir.0)[0];
+    assert_eq!(record_offsets(path).len() - 1, 6, "records: 6 and 7, 8, 9, 10 and 11");
+    let read: Vec<(u64, u64, Vec<u8>)> =
+        read_after(&dir.0, 4).into_iter().map(|e| (e.index, e.term, e.payload)).collect();
+    let expected: Vec<(u64, u64, Vec<u8>)> = vec![
+        (5, 2, vec![]),
+        (6, 2, b"first write".to_vec()),
+        (7, 2, b"second".to_vec()),
+        (8, 3, vec![]),
+        (9, 4, vec![]),
+        (10, 5, vec![]),
+        (11, 6, b"third".to_vec()),
+    ];
+    assert_eq!(read[0].0, 5);
+    assert_eq!(read, expected);
+    // Deferred and never followed by a write: not on disk, and the log ends before it.
+    let dir = Dir::new("wal-deferred-lost");
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 1, 1).unwrap();
+    append(&mut wal, add(1));
+    wal.defer_empty(2).unwrap();
+    // A rotation (a checkpoint) meanwhile: the new segment is named by the empty entry.
+    wal.rotate().unwrap();
+    drop(wal);
+    assert_eq!(read_all(&dir.0).len(), 1);
+    assert_eq!(segments(&dir.0).last().map(|p| first_index(p)), Some(2));
+    // A snapshot at 2 took the empty entry: the log goes on at 3, without the empty segment 2.
+    let copy = Dir::new("wal-deferred-snapshot");
+    for file in segments(&dir.0) {
+        std::fs::copy(&file, copy.0.join(file.file_name().unwrap())).unwrap();
+    }
+    let mut wal = Wal::open(config(&copy.0, WalMode::Fsync, 1 << 20), 3, 1).unwrap();
+    append(&mut wal, add(3));
+    drop(wal);
+    assert_eq!(segments(&copy.0).iter().map(|p| first_index(p)).collect::<Vec<_>>(), [1, 3]);
+    let after_snapshot = crate::wal::recover::read_log(&copy.0, &strict(2)).unwrap();
+    assert_eq!(indices(&after_snapshot), [3]);
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 2, 1).unwrap();
+    wal.defer_empty(3).unwrap();
+    wal.rotate().unwrap();
+    wal.write(3, &[entry(3, kind::NORMAL, b"after")], true).unwrap();
+    drop(wal);
+    let indices: Vec<(u64, u64)> = read_all(&dir.0).iter().map(|e| (e.index, e.term)).collect();
+    assert_eq!(indices, [(1, 1), (2, 3), (3, 3)]);
+}
+
+#[test]
+fn truncate_from_cuts_a_suffix_across_segments_and_the_log_goes_on_from_there() {
+    use crate::wal::kind;
+    let dir = Dir::new("wal-truncate");
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 200), 1, 1).unwrap();
+    for id in 0..12 {
+        append(&mut wal, add(id));
+    }
+    let files = segments(&dir.0);
+    assert!(files.len() >= 3, "{files:?}");
+    let second = first_index(&files[1]);
+    // Inside the first segment: every later segment goes.
+    let cut = second - 1;
+    wal.truncate_from(cut).unwrap();
+    assert_eq!(wal.last_index(), cut - 1);
+    wal.write(cut, &[entry(2, kind::NORMAL, b"new"), entry(2, kind::NORMAL, b"newer")], true).unwrap();
+    let read = read_all(&dir.0);
+    assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), (1..=cut + 1).collect::<Vec<_>>());
+    assert_eq!((read[cut as usize - 1].term, read[cut as usize].payload.as_slice()), (2, &b"newer"[..]));
+    assert_eq!(segments(&dir.0).len(), 2, "the first segment, cut, and the one the new entries started");
+    // At a segment's first entry: the segment goes whole. Past the end: nothing changes.
+    wal.truncate_from(cut).unwrap();
+    wal.truncate_from(cut + 10).unwrap();
+    assert_eq!(read_all(&dir.0).len() as u64, cut - 1);
+    assert_eq!(segments(&dir.0).len(), 2, "the first segment and an empty one at {cut}");
+    // A deferred empty entry is cut without touching the files.
+    wal.defer_empty(5).unwrap();
+    wal.truncate_from(cut).unwrap();
+    wal.write(cut, &[entry(6, kind::NORMAL, b"last")], true).unwrap();
+    drop(wal);
+    let read = read_all(&dir.0);
+    assert_eq!((read.len() as u64, read.last().map(|e| e.term)), (cut, Some(6)));
+}
+
+#[test]
+fn format_1_segments_are_read_and_the_log_continues_in_format_2() {
+    use crate::wal::segment::push_record;
+    let dir = Dir::new("wal-v1");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // A segment as the previous build wrote it: version 1, payloads without a kind byte.
+    let mut bytes = segment::header(1).to_vec();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    for index in 1..=3u64 {
+        let op = op::encode(&add(index)).unwrap();
+        push_record(&mut bytes, &[&index.to_le_bytes(), &1u64.to_le_bytes(), &op]);
+    }
+    std::fs::write(dir.0.join(segment::file_name(1)), &bytes).unwrap();
+    let read = scan(&dir.0.join(segment::file_name(1))).unwrap();
+    assert_eq!((read.version, read.entries.len()), (1, 3));
+    let mut wal = Wal::open(config(&dir.0, WalMode::Fsync, 1 << 20), 4, 1).unwrap();
+    append(&mut wal, add(4));
+    drop(wal);
+    let read = read_all(&dir.0);
+    assert_eq!(read.iter().map(op_of).collect::<Vec<_>>(), (1..=4).map(add).collect::<Vec<_>>());
+    assert!(read.iter().all(|e| e.kind == crate::wal::kind::NORMAL && e.term == 1));
+    assert_eq!(scan(&dir.0.join(segment::file_name(4))).unwrap().version, 2);
 }
