@@ -72,7 +72,9 @@ impl From<replica::Error> for Error {
         match e {
             replica::Error::Log(e) => Error::Log(e),
             replica::Error::Stopped(message) => Error::Stopped(message),
-            e @ (replica::Error::Raft(_) | replica::Error::NotApplied(_)) => Error::Stopped(e.to_string()),
+            e @ (replica::Error::Raft(_) | replica::Error::NotApplied(_) | replica::Error::NotLeader(_)) => {
+                Error::Stopped(e.to_string())
+            }
         }
     }
 }

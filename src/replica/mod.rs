@@ -3,8 +3,11 @@
 //!
 //! - `storage.rs`: raft-rs's `Storage` over the log's segments and the hard-state file beside
 //!   them (`crate::wal`).
-//! - `node.rs`: the node loop, the one thread that owns raft-rs's `RawNode`: writes proposed,
-//!   `Ready`s persisted (group commit), committed entries applied through `Engine::apply`.
+//! - `member.rs`: one replica's state machine around raft-rs's `RawNode`: writes proposed,
+//!   `Ready`s persisted (group commit), committed entries applied through `Engine::apply`,
+//!   outcomes answered; no thread, no network.
+//! - `node.rs`: the node loop, the thread that drives a replica.
+//! - `sim.rs` (tests): replicas driven step by step over a simulated network.
 //! - `logger.rs`: raft-rs logs through `slog`; its records go to `tracing`.
 //!
 //! Today every database is a replica set of one (replica 1, its only voter), which elects itself
@@ -12,7 +15,10 @@
 //! the router's following of leaders are the next steps of the replication issue.
 
 pub mod logger;
+pub mod member;
 pub mod node;
+#[cfg(test)]
+mod sim;
 pub mod storage;
 
 use std::sync::Arc;
@@ -34,6 +40,9 @@ pub enum Error {
     /// raft-rs refused something (a proposal while no leader is known, a bad configuration).
     #[error("raft: {0}")]
     Raft(String),
+    /// This replica is not its set's leader: writes go to the leader (0: none known yet).
+    #[error("this replica is not the leader of its set (leader: {0})")]
+    NotLeader(u64),
     /// The write's entry (at this index) was replaced by another leader's: it was not applied.
     #[error("the write was not applied: log entry {0} was replaced by another leader's")]
     NotApplied(u64),
