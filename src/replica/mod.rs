@@ -8,6 +8,8 @@
 //!   outcomes answered; no thread, no network.
 //! - `node.rs`: the node loop, the thread that drives a replica.
 //! - `sim.rs` (tests): replicas driven step by step over a simulated network.
+//! - `transport.rs`: Raft messages between replicas over TCP (framed, CRC-checked, a `Hello`
+//!   naming the set and both ids first; a sender thread and bounded queue per peer).
 //! - `logger.rs`: raft-rs logs through `slog`; its records go to `tracing`.
 //!
 //! Today every database is a replica set of one (replica 1, its only voter), which elects itself
@@ -20,6 +22,7 @@ pub mod node;
 #[cfg(test)]
 mod sim;
 pub mod storage;
+pub mod transport;
 
 use std::sync::Arc;
 
